@@ -1,0 +1,23 @@
+# mmgpd: two-command setup (`make install`, then `make test` / `make demo`).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test check-env clean-venv
+
+## install: create .venv and install the pinned OpenMMLab stack (idempotent)
+install:
+	bash tools/install_env.sh
+
+## check-env: print the version matrix and run mmcv.ops.nms on CPU
+check-env: install
+	$(PYTHON) tools/check_env.py
+
+## test: install if needed, then run the test suite
+test: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## clean-venv: remove .venv (the cached mmcv wheel in ~/.cache/mmgpd stays)
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Datasets and transforms (registered in ``mmgpd.registry.DATASETS`` / ``TRANSFORMS``)."""

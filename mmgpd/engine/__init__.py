@@ -1,0 +1,1 @@
+"""Hooks and loops for GPD training (registered in ``mmgpd.registry.HOOKS`` / ``LOOPS``)."""

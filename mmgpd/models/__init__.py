@@ -1,0 +1,1 @@
+"""GPD algorithm, distiller and KD losses (registered in ``mmgpd.registry.MODELS``)."""

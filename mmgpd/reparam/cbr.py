@@ -1,0 +1,95 @@
+"""Channel-Branch Reparameterization (CBR): the student folded out of T_d.
+
+For every student tensor, its :class:`~.ir.StateRule` says where it lives in the
+dynamic teacher: branch convs are merged into one kernel (``merged_weight()``),
+then the first replica block is taken and rescaled by its :class:`ParamMap`
+(``W[o, i] = n_o · Ŵ[o, i]`` for hidden outputs); norm affine parameters are
+sliced (shared, unscaled); batch-norm running statistics come from the student's
+own buffers kept on the teacher.
+
+:func:`derive_student_state` is differentiable (the hard strategy's student
+view runs on it every step); :func:`extract_student` detaches it into a plain
+module of the student's class.
+"""
+import copy
+from typing import Dict
+
+import torch
+import torch.nn as nn
+
+__all__ = ['derive_student_state', 'extract_student', 'get_plan']
+
+
+def get_plan(teacher: nn.Module):
+    """The :class:`~.ir.ReparamPlan` of a dynamic teacher built by IR.
+
+    Raises:
+        ValueError: If ``teacher`` was not built by ``inverse_reparameterize``.
+    """
+    plan = getattr(teacher, 'gpd_plan', None)
+    if plan is None:
+        raise ValueError(
+            f'{type(teacher).__name__} has no gpd_plan: it was not built by '
+            'mmgpd.reparam.inverse_reparameterize')
+    return plan
+
+
+def derive_student_state(teacher: nn.Module,
+                         grad_rescale: bool = False) -> Dict[str, torch.Tensor]:
+    """CBR as a differentiable function of the teacher's current tensors.
+
+    Args:
+        teacher (nn.Module): A dynamic teacher (has ``gpd_plan``).
+        grad_rescale (bool): Divide the student's gradient on each shared
+            tensor by the CBR factor once more, undoing the factor² change of the
+            student's effective learning rate (DESIGN.md). Defaults to False.
+
+    Returns:
+        dict[str, Tensor]: One tensor per student parameter and buffer, keyed
+        like the student's ``named_parameters()`` / ``named_buffers()``.
+        Buffers are the teacher's own tensors (updated in place by a student
+        forward in train mode).
+    """
+    plan = get_plan(teacher)
+    state = {}
+    for rule in plan.rules:
+        if rule.merged:
+            source = teacher.get_submodule(rule.teacher_name).merged_weight()
+        else:
+            source = _get_tensor(teacher, rule.teacher_name)
+        state[rule.student_name] = source if rule.pmap is None else \
+            rule.pmap.contract(source, grad_rescale)
+    return state
+
+
+def _get_tensor(module: nn.Module, name: str) -> torch.Tensor:
+    owner, _, attr = name.rpartition('.')
+    return getattr(module.get_submodule(owner) if owner else module, attr)
+
+
+def extract_student(teacher: nn.Module) -> nn.Module:
+    """CBR: a plain student module (the student's own class) from ``teacher``.
+
+    Branches are merged and replicas folded; ``state_dict()`` keys and shapes
+    equal the original student's.  The returned module is independent of the
+    teacher (its tensors are copies) and is in the teacher's training mode.
+    """
+    plan = get_plan(teacher)
+    student = copy.deepcopy(plan.template)
+    with torch.no_grad():
+        state = derive_student_state(teacher)
+        for name, value in state.items():
+            target = _get_tensor(student, name)
+            if target.shape != value.shape:
+                raise RuntimeError(
+                    f'CBR produced {tuple(value.shape)} for {name}, the student '
+                    f'has {tuple(target.shape)}')
+            owner, _, attr = name.rpartition('.')
+            mod = student.get_submodule(owner) if owner else student
+            if isinstance(target, nn.Parameter):
+                setattr(mod, attr, nn.Parameter(value.detach().clone(),
+                                                target.requires_grad))
+            else:
+                mod._buffers[attr] = value.detach().clone()
+    student.train(teacher.training)
+    return student

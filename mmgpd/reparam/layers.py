@@ -1,0 +1,263 @@
+"""Teacher-side layers: norms and activations evaluated at student scale, and the
+multi-branch convolution of the branch dimension.
+
+Every module here keeps the parameter names of the PyTorch layer it replaces, so
+a dynamic teacher's ``state_dict`` reads like the student's, only wider.
+
+A carried tensor ``x̂`` holds ``x / s`` per channel (``s = n[g]``, see
+``replica.py``); ``carry_scale`` is that ``s`` (a non-persistent buffer, shape
+(C',)).  Norms compute ``N(s ⊙ x̂) / s``, element-wise activations ``f(s ⊙ x̂) / s``:
+both exact, with γ, β and running statistics stored unscaled (shared with the
+student under the hard strategy).  Batch norms also hold the hard-strategy
+student's own running statistics (``student_running_mean`` / ``_var`` /
+``_num_batches_tracked``, shape (C,)).
+"""
+import math
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'CarriedBatchNorm1d', 'CarriedBatchNorm2d', 'CarriedBatchNorm3d',
+    'CarriedSyncBatchNorm', 'CarriedLayerNorm', 'CarriedGroupNorm',
+    'CarriedActivation', 'BranchConv2d', 'BRANCHES', 'carried_norm_class'
+]
+
+
+def _scale_shape(dim: int, ndim: int, width: int):
+    shape = [1] * ndim
+    shape[dim] = width
+    return shape
+
+
+class _Carry:
+    """Mixin: holds ``carry_scale`` and the channel dimension it applies to."""
+    carry_dim = 1
+
+    def _init_carry(self, scale: torch.Tensor):
+        self.register_buffer('carry_scale', scale.detach().clone().float(),
+                             persistent=False)
+        uniform = scale.unique()
+        self.carry_uniform = float(uniform[0]) if len(uniform) == 1 else None
+
+    def _carry(self, x, inverse=False):
+        if self.carry_uniform is not None:
+            if self.carry_uniform == 1:
+                return x
+            return x / self.carry_uniform if inverse else x * self.carry_uniform
+        s = self.carry_scale.to(x.dtype).reshape(
+            _scale_shape(self.carry_dim % x.dim(), x.dim(), -1))
+        return x / s if inverse else x * s
+
+
+class _CarriedBatchNormMixin(_Carry):
+
+    def _init_student_stats(self, running_mean, running_var, num_batches):
+        self.register_buffer('student_running_mean', running_mean.detach().clone())
+        self.register_buffer('student_running_var', running_var.detach().clone())
+        self.register_buffer('student_num_batches_tracked',
+                             num_batches.detach().clone())
+
+    def forward(self, x):
+        return self._carry(super().forward(self._carry(x)), inverse=True)
+
+
+class CarriedBatchNorm1d(_CarriedBatchNormMixin, nn.BatchNorm1d):
+    """BatchNorm1d at student scale: ``BN(s ⊙ x) / s``."""
+
+
+class CarriedBatchNorm2d(_CarriedBatchNormMixin, nn.BatchNorm2d):
+    """BatchNorm2d at student scale: ``BN(s ⊙ x) / s``."""
+
+
+class CarriedBatchNorm3d(_CarriedBatchNormMixin, nn.BatchNorm3d):
+    """BatchNorm3d at student scale: ``BN(s ⊙ x) / s``."""
+
+
+class CarriedSyncBatchNorm(_CarriedBatchNormMixin, nn.SyncBatchNorm):
+    """SyncBatchNorm at student scale: ``BN(s ⊙ x) / s``."""
+
+
+_BN_CLASSES = {
+    nn.BatchNorm1d: CarriedBatchNorm1d,
+    nn.BatchNorm2d: CarriedBatchNorm2d,
+    nn.BatchNorm3d: CarriedBatchNorm3d,
+    nn.SyncBatchNorm: CarriedSyncBatchNorm,
+}
+
+
+def carried_norm_class(module: nn.Module):
+    """The carried class for a batch norm (its nearest PyTorch base)."""
+    for cls in type(module).__mro__:
+        if cls in _BN_CLASSES:
+            return _BN_CLASSES[cls]
+    raise TypeError(f'no carried batch norm for {type(module).__name__}')
+
+
+class CarriedLayerNorm(_Carry, nn.LayerNorm):
+    """LayerNorm over the last dim at student scale.
+
+    With a non-uniform replica count the mean and variance are weighted by
+    ``1 / (C · n[g])`` so that they equal the student's (``stat_weight``).
+    """
+    carry_dim = -1
+
+    def _init_weights(self, stat_weight: Optional[torch.Tensor]):
+        self.register_buffer('stat_weight', stat_weight, persistent=False)
+
+    def forward(self, x):
+        x = self._carry(x)
+        if self.stat_weight is None:
+            y = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
+                             self.eps)
+        else:
+            w = self.stat_weight.to(x.dtype)
+            mean = (x * w).sum(-1, keepdim=True)
+            var = ((x - mean)**2 * w).sum(-1, keepdim=True)
+            y = (x - mean) * torch.rsqrt(var + self.eps)
+            if self.weight is not None:
+                y = y * self.weight
+            if self.bias is not None:
+                y = y + self.bias
+        return self._carry(y, inverse=True)
+
+
+class CarriedGroupNorm(_Carry, nn.GroupNorm):
+    """GroupNorm at student scale, with one teacher group per replicated group."""
+
+    def forward(self, x):
+        return self._carry(super().forward(self._carry(x)), inverse=True)
+
+
+class CarriedActivation(_Carry, nn.Module):
+    """An element-wise, non-homogeneous activation at student scale: ``f(s ⊙ x) / s``.
+
+    Args:
+        act (nn.Module): The activation (kept as ``self.act``; no parameters).
+        scale (Tensor): (C',) carry scale.
+        dim (int): The channel dimension of the inputs (1 for NCHW, -1 for
+            token layouts). Only used when the scale is not uniform.
+    """
+
+    def __init__(self, act: nn.Module, scale: torch.Tensor, dim: int = 1):
+        super().__init__()
+        self.act = act
+        self.carry_dim = dim
+        self._init_carry(scale)
+
+    def forward(self, x):
+        return self._carry(self.act(self._carry(x)), inverse=True)
+
+
+# --------------------------------------------------------------------------- #
+# Branch dimension
+# --------------------------------------------------------------------------- #
+#: Branches a k×k stride-1 conv can grow, with their "scratch" init scale.
+#: Each is linear in its weights and merged into one k×k kernel per forward.
+BRANCHES: Dict[str, float] = {
+    '1x1': 0.05,        # a 1×1 conv, zero-padded to k×k
+    '1x1_avg': 0.25,    # a 1×1 conv followed by k×k average pooling
+    '1x1_kxk': 0.5,     # a 1×1 conv (identity init) followed by a k×k conv
+}
+KXK_SCRATCH_SCALE = 0.25
+
+
+class BranchConv2d(nn.Conv2d):
+    """A k×k stride-1 convolution with OREPA-style linear branches.
+
+    ``weight`` (C_out, C_in, k, k) is the original k×k branch.  Each extra branch
+    ``b`` has its own weights and every branch a per-output-channel scale
+    ``branch_scales[b]`` (C_out,); the forward convolves once with the merged
+    kernel ``Σ_b scale_b ⊙ K_b`` (:meth:`merged_weight`), so the conv's FLOPs
+    are those of one k×k conv.
+
+    Args:
+        conv (nn.Conv2d): The (already widened) conv; groups must be 1.
+        branches (Sequence[str]): Extra branches, keys of :data:`BRANCHES`.
+        init (str): ``'preserve'``: scale 1 on ``weight``, 0 on the others, so
+            the merged kernel is ``conv.weight``.  ``'scratch'``: the scratch
+            scales of :data:`BRANCHES`, with ``weight`` solved so that the merged
+            kernel is still exactly ``conv.weight``.
+        generator (torch.Generator, optional): For the new branch weights.
+    """
+
+    def __init__(self, conv: nn.Conv2d, branches: Sequence[str], init='preserve',
+                 generator=None):
+        k = conv.kernel_size
+        super().__init__(conv.in_channels, conv.out_channels, k,
+                         stride=conv.stride, padding=conv.padding,
+                         dilation=conv.dilation, groups=conv.groups,
+                         bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                         device=conv.weight.device, dtype=conv.weight.dtype)
+        unknown = [b for b in branches if b not in BRANCHES]
+        if unknown:
+            raise ValueError(f'unknown branches {unknown}; choose from '
+                             f'{sorted(BRANCHES)}')
+        if conv.groups != 1 or k[0] != k[1] or k[0] < 2:
+            raise ValueError('BranchConv2d needs a square k×k (k > 1) conv with '
+                             f'groups=1, got kernel {k}, groups {conv.groups}')
+        if init not in ('preserve', 'scratch'):
+            raise ValueError(f"init must be 'preserve' or 'scratch', got {init!r}")
+        self.branch_names = tuple(branches)
+        c_out, c_in, kk = self.out_channels, self.in_channels, k[0]
+        w = conv.weight.detach()
+
+        def rand(*shape, fan_in):
+            bound = 1.0 / math.sqrt(fan_in)
+            t = torch.rand(*shape, generator=generator, dtype=w.dtype)
+            return ((t * 2 - 1) * bound).to(w.device)
+
+        if '1x1' in branches:
+            self.weight_1x1 = nn.Parameter(rand(c_out, c_in, 1, 1, fan_in=c_in))
+        if '1x1_avg' in branches:
+            self.weight_1x1_avg = nn.Parameter(rand(c_out, c_in, 1, 1, fan_in=c_in))
+        if '1x1_kxk' in branches:
+            self.weight_1x1_kxk_a = nn.Parameter(
+                torch.eye(c_in, dtype=w.dtype, device=w.device)[:, :, None, None])
+            self.weight_1x1_kxk_b = nn.Parameter(
+                rand(c_out, c_in, kk, kk, fan_in=c_in * kk * kk))
+        n = 1 + len(self.branch_names)
+        scales = torch.zeros(n, c_out, dtype=w.dtype, device=w.device)
+        if init == 'preserve':
+            scales[0] = 1
+        else:
+            scales[0] = KXK_SCRATCH_SCALE
+            for i, b in enumerate(self.branch_names, 1):
+                scales[i] = BRANCHES[b]
+        self.branch_scales = nn.Parameter(scales)
+        with torch.no_grad():
+            others = self._extra_kernel()
+            self.weight.copy_((w - others) / scales[0][:, None, None, None])
+            if conv.bias is not None:
+                self.bias.copy_(conv.bias)
+
+    def _branch_kernels(self):
+        kk = self.kernel_size[0]
+        pad = (kk // 2, kk - 1 - kk // 2) * 2
+        for name in self.branch_names:
+            if name == '1x1':
+                yield F.pad(self.weight_1x1, pad)
+            elif name == '1x1_avg':
+                yield self.weight_1x1_avg.expand(-1, -1, kk, kk) / (kk * kk)
+            elif name == '1x1_kxk':
+                a = self.weight_1x1_kxk_a[:, :, 0, 0]
+                yield torch.einsum('omhw,mi->oihw', self.weight_1x1_kxk_b, a)
+
+    def _extra_kernel(self):
+        out = torch.zeros_like(self.weight)
+        for scale, kernel in zip(self.branch_scales[1:], self._branch_kernels()):
+            out = out + scale[:, None, None, None] * kernel
+        return out
+
+    def merged_weight(self) -> torch.Tensor:
+        """The one k×k kernel (C_out, C_in, k, k) all branches add up to."""
+        return self.branch_scales[0][:, None, None, None] * self.weight + \
+            self._extra_kernel()
+
+    def forward(self, x):
+        return self._conv_forward(x, self.merged_weight(), self.bias)
+
+    def extra_repr(self):
+        return super().extra_repr() + f', branches=kxk+{"+".join(self.branch_names)}'

@@ -1,0 +1,162 @@
+"""How one teacher tensor is built from (IR) and folded back into (CBR) a student tensor.
+
+A :class:`ParamMap` lists, for some dimensions of a tensor, a :class:`DimMap`:
+
+* IR (expand):   ``T = S.index_select(d, index) * factor``   (factor broadcast on ``d``)
+* CBR (contract): ``S = T.index_select(d, first) / factor[first]``
+
+``index`` (T_d,) gives the student position of every teacher position, ``first``
+(S_d,) the teacher position of each student position's first replica.  Dimensions
+not listed are copied.  ``contract(expand(S)) == S`` exactly, for every map.
+Contraction is differentiable; with ``grad_rescale=True`` the gradient that flows
+back through it is divided by the factor once more, which undoes the factor² change
+of the student's effective learning rate under the hard strategy (DESIGN.md).
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+
+from .replica import ReplicaMap
+
+__all__ = ['DimMap', 'ParamMap']
+
+
+@dataclass
+class DimMap:
+    """The map of one tensor dimension.
+
+    Attributes:
+        index (LongTensor): (T_d,) student position of each teacher position.
+        factor (Tensor | None): (T_d,) teacher = student * factor; None means 1.
+        first (LongTensor): (S_d,) teacher position of each student position's
+            first replica.
+    """
+    index: torch.Tensor
+    factor: Optional[torch.Tensor]
+    first: torch.Tensor
+    is_prefix: bool = field(init=False)
+
+    def __post_init__(self):
+        self.is_prefix = bool(torch.equal(
+            self.first, torch.arange(len(self.first))))
+        if self.factor is not None and torch.all(self.factor == 1):
+            self.factor = None
+
+    @property
+    def student_size(self) -> int:
+        return len(self.first)
+
+    @property
+    def teacher_size(self) -> int:
+        return len(self.index)
+
+    @classmethod
+    def of(cls, rmap: ReplicaMap, factor=None) -> 'DimMap':
+        """A map following ``rmap`` (prefix first replicas) with ``factor``."""
+        return cls(rmap.index(), factor, torch.arange(rmap.width))
+
+    @classmethod
+    def concat(cls, parts) -> 'DimMap':
+        """Maps of consecutive segments (e.g. q | k | v) joined along one dim."""
+        index, factor, first = [], [], []
+        s_off = t_off = 0
+        for part in parts:
+            index.append(part.index + s_off)
+            factor.append(part.factor if part.factor is not None else
+                          torch.ones(part.teacher_size))
+            first.append(part.first + t_off)
+            s_off += part.student_size
+            t_off += part.teacher_size
+        return cls(torch.cat(index), torch.cat(factor), torch.cat(first))
+
+
+def _shape_for(vec: torch.Tensor, dim: int, ndim: int):
+    shape = [1] * ndim
+    shape[dim] = -1
+    return vec.reshape(shape)
+
+
+class _RescaledMul(torch.autograd.Function):
+    """``y = x * a``; backward passes ``dy / a`` (instead of ``dy * a``)."""
+
+    @staticmethod
+    def forward(ctx, x, a):
+        ctx.save_for_backward(a)
+        return x * a
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a, ) = ctx.saved_tensors
+        return grad / a, None
+
+
+class ParamMap:
+    """Per-dimension maps between a student tensor and its teacher tensor.
+
+    Args:
+        dims (dict[int, DimMap]): The mapped dimensions (non-negative).
+        student_shape (tuple): Shape of the student tensor.
+    """
+
+    def __init__(self, dims: Dict[int, DimMap], student_shape):
+        self.dims = {d: m for d, m in dims.items()}
+        self.student_shape = tuple(student_shape)
+        for d, m in self.dims.items():
+            if self.student_shape[d] != m.student_size:
+                raise ValueError(
+                    f'dim {d} of a {self.student_shape} tensor has size '
+                    f'{self.student_shape[d]}, its map {m.student_size}')
+        self.teacher_shape = tuple(
+            self.dims[d].teacher_size if d in self.dims else s
+            for d, s in enumerate(self.student_shape))
+        self._inv_cache = {}
+
+    @property
+    def identity(self) -> bool:
+        return all(m.teacher_size == m.student_size and m.is_prefix
+                   and m.factor is None for m in self.dims.values())
+
+    def expand(self, student: torch.Tensor) -> torch.Tensor:
+        """IR: the teacher tensor (teacher_shape) built from ``student``."""
+        out = student
+        for d, m in self.dims.items():
+            out = out.index_select(d, m.index.to(out.device))
+            if m.factor is not None:
+                out = out * _shape_for(m.factor.to(out), d, out.dim())
+        return out
+
+    def _inverse_factor(self, like: torch.Tensor) -> Optional[torch.Tensor]:
+        """1/factor at the first replicas, as one broadcastable tensor (cached)."""
+        key = (like.device, like.dtype)
+        if key not in self._inv_cache:
+            inv = None
+            for d, m in self.dims.items():
+                if m.factor is None:
+                    continue
+                f = _shape_for(1.0 / m.factor[m.first], d, len(self.student_shape))
+                inv = f if inv is None else inv * f
+            self._inv_cache[key] = None if inv is None else inv.to(like)
+        return self._inv_cache[key]
+
+    def contract(self, teacher: torch.Tensor, grad_rescale: bool = False):
+        """CBR: the student tensor folded out of ``teacher`` (differentiable).
+
+        Args:
+            teacher (Tensor): A tensor of ``teacher_shape``.
+            grad_rescale (bool): Divide the gradient flowing back by the factor
+                (see the module docstring). Defaults to False.
+        """
+        out = teacher
+        for d, m in self.dims.items():
+            if m.is_prefix:
+                if m.student_size != m.teacher_size:
+                    out = out.narrow(d, 0, m.student_size)
+            else:
+                out = out.index_select(d, m.first.to(out.device))
+        inv = self._inverse_factor(out)
+        if inv is None:
+            return out
+        if grad_rescale:
+            return _RescaledMul.apply(out, inv)
+        return out * inv

@@ -1,0 +1,24 @@
+"""Shared pytest set-up: mmgpd (and so its compat layer) is imported first."""
+import os
+import sys
+
+import pytest
+
+import mmgpd  # noqa: F401  (applies mmgpd.utils.compat)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def run_python(tmp_path):
+    """Run a Python snippet in a fresh interpreter; returns CompletedProcess."""
+    import subprocess
+
+    def _run(code, timeout=300):
+        env = dict(os.environ)
+        env.pop('PYTHONPATH', None)
+        return subprocess.run([sys.executable, '-c', code], cwd=tmp_path,
+                              env=env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    return _run

@@ -1,0 +1,219 @@
+"""Each fix in mmgpd.utils.compat is needed (shown failing without it) and works."""
+import importlib.util
+import os.path as osp
+import pickle
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+import mmgpd
+from mmgpd.utils import compat
+
+
+# --------------------------------------------------------------------------- #
+# torch.load(weights_only=True) vs. full mmengine training checkpoints
+# --------------------------------------------------------------------------- #
+class _ToyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        out = self.linear(inputs)
+        if mode == 'loss':
+            return dict(loss=((out - targets)**2).mean())
+        return out
+
+
+class _ToyDataset(torch.utils.data.Dataset):
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(32, 4, generator=g)
+        self.y = self.x.sum(1, keepdim=True)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return dict(inputs=self.x[i], targets=self.y[i])
+
+
+def _runner(work_dir, max_epochs, name, **kwargs):
+    return Runner(
+        model=_ToyModel(),
+        work_dir=str(work_dir),
+        experiment_name=name,
+        train_dataloader=dict(
+            dataset=_ToyDataset(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate'),
+            batch_size=8,
+            num_workers=0),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+        param_scheduler=dict(type='MultiStepLR', milestones=[2], gamma=0.1),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        randomness=dict(seed=0),
+        default_scope='mmengine',
+        **kwargs)
+
+
+def test_full_training_checkpoint_resumes(tmp_path):
+    """A Runner checkpoint (with message hub) is resumed to the same weights."""
+    straight = _runner(tmp_path / 'straight', 3, 'compat_straight')
+    straight.train()
+
+    first = _runner(tmp_path / 'resumed', 2, 'compat_first')
+    first.train()
+    ckpt = str(tmp_path / 'resumed' / 'epoch_2.pth')
+    assert osp.isfile(ckpt)
+
+    # Without the fix: torch's default (weights_only=True) and mmengine's own
+    # local loader both refuse mmengine's HistoryBuffer.  torch.load's default
+    # must stay as it is (weights-only loading is not turned off process-wide).
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(ckpt)
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        mmengine_checkpoint.load_from_local(ckpt, 'cpu')
+
+    resumed = _runner(tmp_path / 'resumed', 3, 'compat_resumed',
+                      resume=True, load_from=ckpt)
+    resumed.train()
+    assert resumed.epoch == 3 and resumed.iter == 3 * 4
+    # The message hub came back from the checkpoint: loss history of 12 iters.
+    assert resumed.message_hub.get_scalar('train/loss').data[1] == 12
+    for name, p in straight.model.state_dict().items():
+        assert torch.equal(p, resumed.model.state_dict()[name]), name
+
+
+def test_local_loader_is_the_only_one_replaced():
+    from mmengine.runner.checkpoint import CheckpointLoader
+    assert CheckpointLoader._get_checkpoint_loader('/x/epoch_1.pth') is \
+        compat.load_from_local
+    http_loader = CheckpointLoader._get_checkpoint_loader('https://x/y.pth')
+    assert http_loader is not compat.load_from_local
+    with pytest.raises(FileNotFoundError, match='no_such.pth'):
+        compat.load_from_local('/nonexistent/no_such.pth')
+
+
+# --------------------------------------------------------------------------- #
+# setuptools >= 82: no pkg_resources
+# --------------------------------------------------------------------------- #
+_PARSE = textwrap.dedent('''
+    import sys
+    sys.modules['pkg_resources'] = None   # as in setuptools >= 82
+    {import_mmgpd}
+    from mmengine.config import Config
+    cls = Config.fromfile({cls!r})
+    det = Config.fromfile({det!r})
+    print('PARSED', cls.model.backbone.depth, cls.model.head.num_classes,
+          det.model.bbox_head.num_classes)
+''')
+
+
+@pytest.fixture
+def external_base_configs(tmp_path):
+    cls = tmp_path / 'cls_cfg.py'
+    cls.write_text("_base_ = ['mmpretrain::resnet/resnet18_8xb32_in1k.py']\n"
+                   'model = dict(head=dict(num_classes=7))\n')
+    det = tmp_path / 'det_cfg.py'
+    det.write_text("_base_ = ['mmdet::retinanet/retinanet_r18_fpn_1x_coco.py']\n"
+                   'model = dict(bbox_head=dict(num_classes=3))\n')
+    return str(cls), str(det)
+
+
+def test_external_base_without_pkg_resources_needs_the_shim(
+        run_python, external_base_configs):
+    cls, det = external_base_configs
+    res = run_python(_PARSE.format(import_mmgpd='', cls=cls, det=det))
+    assert res.returncode != 0
+    assert 'pkg_resources' in res.stderr
+
+
+def test_external_base_parses_without_pkg_resources(run_python,
+                                                    external_base_configs):
+    cls, det = external_base_configs
+    res = run_python(_PARSE.format(import_mmgpd='import mmgpd', cls=cls, det=det))
+    assert res.returncode == 0, res.stderr
+    assert 'PARSED 18 7 3' in res.stdout
+
+
+def _original_package_utils():
+    """A fresh copy of mmengine's own (pkg_resources-based) package_utils."""
+    import mmengine
+    path = osp.join(osp.dirname(mmengine.__file__), 'utils', 'package_utils.py')
+    spec = importlib.util.spec_from_file_location('_orig_package_utils', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('package', ['mmpretrain', 'mmdet', 'mmengine', 'mmcv'])
+def test_package_utils_agree_with_mmengine(package):
+    pytest.importorskip('pkg_resources')
+    orig = _original_package_utils()
+    assert compat.is_installed(package) == orig.is_installed(package) is True
+    assert compat.get_installed_path(package) == orig.get_installed_path(package)
+    assert compat.package2module(package) == orig.package2module(package)
+
+
+def test_package_utils_missing_package():
+    assert compat.is_installed('mmgpd-no-such-package') is False
+    with pytest.raises(Exception, match='mmgpd-no-such-package'):
+        compat.get_installed_path('mmgpd-no-such-package')
+
+
+def test_patched_into_the_modules_that_imported_them():
+    import mmengine.config.config as config_mod
+    import mmengine.hub.hub as hub_mod
+    assert config_mod.get_installed_path is compat.get_installed_path
+    assert config_mod.is_installed is compat.is_installed
+    assert hub_mod.get_installed_path is compat.get_installed_path
+    assert compat.apply_compat_patches() == []  # idempotent
+
+
+# --------------------------------------------------------------------------- #
+# NumPy 2: np.in1d
+# --------------------------------------------------------------------------- #
+_RETRIEVAL = textwrap.dedent('''
+    import numpy as np, torch
+    {import_mmgpd}
+    from mmpretrain.evaluation import RetrievalAveragePrecision, RetrievalRecall
+    pred = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.1, 0.7]])
+    target = [torch.tensor([2]), torch.tensor([0, 3])]
+    recall = RetrievalRecall.calculate(pred, target, topk=(1, 2))
+    ap = RetrievalAveragePrecision.calculate(pred, target, topk=4)
+    print('RESULT', [float(r) for r in recall], round(float(ap), 4))
+''')
+
+
+def test_numpy_in1d_missing_breaks_mmpretrain_retrieval(run_python):
+    if 'in1d' in np.__dict__ and 'numpy_in1d' not in compat.applied_patches():
+        pytest.skip(f'numpy {np.__version__} still has np.in1d')
+    res = run_python(_RETRIEVAL.format(import_mmgpd=''))
+    assert res.returncode != 0
+    assert 'in1d' in res.stderr
+
+
+def test_numpy_in1d_restored_for_mmpretrain_retrieval(run_python):
+    res = run_python(_RETRIEVAL.format(import_mmgpd='import mmgpd'))
+    assert res.returncode == 0, res.stderr
+    # Sample 0 ranks [0, 2, 3, 1]: target 2 is 2nd. Sample 1 ranks [1, 3, 0, 2]:
+    # targets 3 (2nd) and 0 (3rd).  Recall@1 = 0 %, recall@2 = 100 %.
+    # AP: sample 0 = 1/2; sample 1 = (1/2 + 2/3) / 2 = 7/12; mean = 13/24.
+    assert 'RESULT [0.0, 100.0] 54.1667' in res.stdout
+
+
+def test_in1d_semantics():
+    a = np.array([[1, 2], [3, 4]])
+    assert compat.in1d(a, [2, 4]).tolist() == [False, True, False, True]
+    assert compat.in1d(a, [2, 4], invert=True).tolist() == [True, False, True, False]
+    assert np.in1d is not None and mmgpd.__version__
