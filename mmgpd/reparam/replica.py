@@ -31,7 +31,9 @@ def check_ratio(ratio) -> float:
     Raises:
         ValueError: If ``ratio`` is not a real number, is NaN / inf, or is < 1.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+    if isinstance(ratio, bool):
+        raise ValueError(f'ratio must be a real number >= 1, got {ratio!r}')
+    if not isinstance(ratio, (int, float)):
         try:
             ratio = float(ratio)
         except (TypeError, ValueError):

@@ -2,8 +2,6 @@
 import datetime
 import warnings
 
-from mmengine import DefaultScope
-
 
 def register_all_modules(init_default_scope: bool = True) -> None:
     """Import every mmgpd module that registers something.
@@ -19,6 +17,8 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             ``DefaultScope`` instance is created, as mmpretrain does.
             Defaults to True.
     """
+    from mmengine import DefaultScope
+
     import mmgpd.datasets  # noqa: F401,F403
     import mmgpd.engine  # noqa: F401,F403
     import mmgpd.evaluation  # noqa: F401,F403
