@@ -22,3 +22,11 @@ def run_python(tmp_path):
                               timeout=timeout)
 
     return _run
+
+
+# Property-based tests: random examples locally, a fixed reproducible set in CI.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile('ci', derandomize=True, print_blob=True)
+if os.environ.get('CI'):
+    settings.load_profile('ci')

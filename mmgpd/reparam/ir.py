@@ -30,7 +30,8 @@ import torch.nn as nn
 
 from .errors import IRVerificationError, UnsupportedModuleError
 from .kinds import MIXING, NORMS, UNIT_KINDS, module_kind
-from .layers import (BRANCHES, BranchConv2d, CarriedActivation,
+from .layers import (BRANCHES, GROUPED_BRANCHES, BranchConv2d,
+                     CarriedActivation,
                      CarriedGroupNorm, CarriedLayerNorm, carried_norm_class)
 from .parammap import DimMap, ParamMap
 from .replica import ReplicaMap, check_ratio
@@ -220,7 +221,7 @@ class _Builder:
         c_out = mod.out_channels if is_conv else mod.out_features
         groups = mod.groups if is_conv else 1
         in_map, out_map = self.rmap(c_in, in_hidden), self.rmap(c_out, out_hidden)
-        s_out = out_map.scale()
+        s_out = out_map.scale(torch.float64)
         if groups == 1:
             row_factor = 1.0 / s_out
             dims = {0: DimMap.of(out_map, row_factor), 1: DimMap.of(in_map)}
@@ -236,7 +237,7 @@ class _Builder:
                     'not a whole number of replicated groups')
                 return
             t_groups = in_map.teacher_width // cg_in
-            s_in = in_map.scale().reshape(t_groups, cg_in)
+            s_in = in_map.scale(torch.float64).reshape(t_groups, cg_in)
             if not torch.all(s_in == s_in[:, :1]):
                 self.bad_ratio.append(f'{path}: replica counts differ within a group')
                 return
@@ -255,8 +256,10 @@ class _Builder:
         else:
             new.in_features, new.out_features = in_map.teacher_width, \
                 out_map.teacher_width
-        if self.branches and self._branchable(new):
-            new = BranchConv2d(new, self.branches, self.init, self.generator)
+        branches = self.branches if groups == 1 else tuple(
+            b for b in self.branches if b in GROUPED_BRANCHES)
+        if branches and self._branchable(new):
+            new = BranchConv2d(new, branches, self.init, self.generator)
             self.rules[f'{path}.weight'] = StateRule(
                 f'{path}.weight', path, w_map, merged=True)
             self.noisy.remove((path, 'weight'))
@@ -271,7 +274,7 @@ class _Builder:
     def _branchable(conv):
         return (type(conv) is nn.Conv2d or
                 type(conv).__module__.startswith('mmcv.cnn')) and \
-            isinstance(conv, nn.Conv2d) and conv.groups == 1 and \
+            isinstance(conv, nn.Conv2d) and \
             conv.kernel_size[0] == conv.kernel_size[1] > 1 and \
             conv.stride == (1, 1) and conv.dilation == (1, 1) and \
             conv.padding_mode == 'zeros'
@@ -312,7 +315,8 @@ class _Builder:
             new = CarriedLayerNorm(cw, mod.eps, affine, bias=has_bias, **kw)
             weight = None
             if not rmap.uniform:
-                weight = 1.0 / (width * rmap.scale(dtype or torch.float32))
+                weight = (1.0 / (width * rmap.scale(torch.float64))).to(
+                    dtype or torch.float32)
             new._init_weights(weight)
         new.train(mod.training)
         new._init_carry(rmap.scale())
@@ -378,7 +382,7 @@ class _Builder:
                 f'channels = {hid_map.teacher_width / d:g} heads; use a ratio '
                 f'that is a multiple of 1/{heads}')
             return
-        s_hid = hid_map.scale()
+        s_hid = hid_map.scale(torch.float64)
         new = copy.deepcopy(mod)
         qk = DimMap.of(hid_map)
         v = DimMap.of(hid_map, 1.0 / s_hid)
@@ -394,7 +398,7 @@ class _Builder:
             3 * hid_map.teacher_width
         new.qkv = qkv_new
         proj_new = copy.deepcopy(proj)
-        s_out = out_map.scale()
+        s_out = out_map.scale(torch.float64)
         self.set_param(proj_new, 'weight', f'{path}.proj',
                        ParamMap({0: DimMap.of(out_map, 1.0 / s_out),
                                  1: DimMap.of(hid_map)}, proj.weight.shape),
@@ -429,7 +433,8 @@ class _Builder:
     def free_param(self, name, p):
         width = p.shape[-1]
         rmap = self.rmap(width, True)
-        pmap = ParamMap({p.dim() - 1: DimMap.of(rmap, 1.0 / rmap.scale())}, p.shape)
+        factor = 1.0 / rmap.scale(torch.float64)
+        pmap = ParamMap({p.dim() - 1: DimMap.of(rmap, factor)}, p.shape)
         owner_path, _, pname = name.rpartition('.')
         owner = self.teacher.get_submodule(owner_path)
         self.set_param(owner, pname, owner_path, pmap, p)

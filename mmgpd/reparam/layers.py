@@ -22,7 +22,8 @@ import torch.nn.functional as F
 __all__ = [
     'CarriedBatchNorm1d', 'CarriedBatchNorm2d', 'CarriedBatchNorm3d',
     'CarriedSyncBatchNorm', 'CarriedLayerNorm', 'CarriedGroupNorm',
-    'CarriedActivation', 'BranchConv2d', 'BRANCHES', 'carried_norm_class'
+    'CarriedActivation', 'BranchConv2d', 'BRANCHES', 'GROUPED_BRANCHES',
+    'carried_norm_class'
 ]
 
 
@@ -162,6 +163,8 @@ BRANCHES: Dict[str, float] = {
     '1x1_kxk': 0.5,     # a 1×1 conv (identity init) followed by a k×k conv
 }
 KXK_SCRATCH_SCALE = 0.25
+#: Branches that grouped (e.g. depthwise) convs can grow: per group, like the kxk.
+GROUPED_BRANCHES = ('1x1', '1x1_avg')
 
 
 class BranchConv2d(nn.Conv2d):
@@ -174,8 +177,9 @@ class BranchConv2d(nn.Conv2d):
     are those of one k×k conv.
 
     Args:
-        conv (nn.Conv2d): The (already widened) conv; groups must be 1.
-        branches (Sequence[str]): Extra branches, keys of :data:`BRANCHES`.
+        conv (nn.Conv2d): The (already widened) conv.
+        branches (Sequence[str]): Extra branches, keys of :data:`BRANCHES`
+            (only :data:`GROUPED_BRANCHES` when ``conv.groups > 1``).
         init (str): ``'preserve'``: scale 1 on ``weight``, 0 on the others, so
             the merged kernel is ``conv.weight``.  ``'scratch'``: the scratch
             scales of :data:`BRANCHES`, with ``weight`` solved so that the merged
@@ -195,13 +199,16 @@ class BranchConv2d(nn.Conv2d):
         if unknown:
             raise ValueError(f'unknown branches {unknown}; choose from '
                              f'{sorted(BRANCHES)}')
-        if conv.groups != 1 or k[0] != k[1] or k[0] < 2:
-            raise ValueError('BranchConv2d needs a square k×k (k > 1) conv with '
-                             f'groups=1, got kernel {k}, groups {conv.groups}')
+        if k[0] != k[1] or k[0] < 2:
+            raise ValueError(f'BranchConv2d needs a square k×k (k > 1) conv, got {k}')
+        if conv.groups > 1 and not set(branches) <= set(GROUPED_BRANCHES):
+            raise ValueError(f'a grouped conv can grow only {GROUPED_BRANCHES}, '
+                             f'got {tuple(branches)}')
         if init not in ('preserve', 'scratch'):
             raise ValueError(f"init must be 'preserve' or 'scratch', got {init!r}")
         self.branch_names = tuple(branches)
-        c_out, c_in, kk = self.out_channels, self.in_channels, k[0]
+        c_out, kk = self.out_channels, k[0]
+        c_in = self.in_channels // self.groups  # per group
         w = conv.weight.detach()
 
         def rand(*shape, fan_in):
@@ -214,6 +221,7 @@ class BranchConv2d(nn.Conv2d):
         if '1x1_avg' in branches:
             self.weight_1x1_avg = nn.Parameter(rand(c_out, c_in, 1, 1, fan_in=c_in))
         if '1x1_kxk' in branches:
+            c_in = self.in_channels
             self.weight_1x1_kxk_a = nn.Parameter(
                 torch.eye(c_in, dtype=w.dtype, device=w.device)[:, :, None, None])
             self.weight_1x1_kxk_b = nn.Parameter(

@@ -64,7 +64,7 @@ class DimMap:
         for part in parts:
             index.append(part.index + s_off)
             factor.append(part.factor if part.factor is not None else
-                          torch.ones(part.teacher_size))
+                          torch.ones(part.teacher_size, dtype=torch.float64))
             first.append(part.first + t_off)
             s_off += part.student_size
             t_off += part.teacher_size
