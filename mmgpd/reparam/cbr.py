@@ -53,12 +53,20 @@ def derive_student_state(teacher: nn.Module,
     plan = get_plan(teacher)
     state = {}
     for rule in plan.rules:
+        pmap = rule.pmap
         if rule.merged:
-            source = teacher.get_submodule(rule.teacher_name).merged_weight()
+            conv = teacher.get_submodule(rule.teacher_name)
+            if pmap is not None and pmap.is_prefix_block:
+                # merge only the student's block: branches are linear per block
+                sizes = pmap.block_sizes()
+                block = conv.merged_weight(sizes.get(0), sizes.get(1))
+                state[rule.student_name] = pmap.rescale(block, grad_rescale)
+                continue
+            source = conv.merged_weight()
         else:
             source = _get_tensor(teacher, rule.teacher_name)
-        state[rule.student_name] = source if rule.pmap is None else \
-            rule.pmap.contract(source, grad_rescale)
+        state[rule.student_name] = source if pmap is None else \
+            pmap.contract(source, grad_rescale)
     return state
 
 

@@ -78,6 +78,7 @@ class ReparamPlan:
         branches (tuple[str]): Extra branches grown on eligible convs.
         init (str): ``'preserve'`` or ``'scratch'``.
         noise (float): Std of the symmetry-breaking noise.
+        noise_mode (str): ``'zero_sum'`` or ``'iid'`` (see ``_add_noise``).
         ir_deviation (float): max|T_d − S| / max|S| measured on the probe batch.
         widened (list[str]): Paths of the modules that were widened.
         branched (list[str]): Paths of the convs that grew branches.
@@ -88,6 +89,7 @@ class ReparamPlan:
     branches: Tuple[str, ...] = ()
     init: str = 'preserve'
     noise: float = 0.0
+    noise_mode: str = 'zero_sum'
     ir_deviation: float = float('nan')
     widened: List[str] = field(default_factory=list)
     branched: List[str] = field(default_factory=list)
@@ -147,7 +149,11 @@ def _leaves(out) -> List[torch.Tensor]:
 
 
 def max_relative_deviation(out_a, out_b) -> float:
-    """``max|a − b| / max|b|`` over all tensors of two (nested) outputs."""
+    """``max|a − b| / max|b|`` over all tensors of two (nested) outputs.
+
+    Absolute (``max|a − b|``) when ``b`` is identically zero, e.g. the logits of
+    a zero-initialised head.
+    """
     la, lb = _leaves(out_a), _leaves(out_b)
     if len(la) != len(lb) or any(a.shape != b.shape for a, b in zip(la, lb)):
         raise IRVerificationError(
@@ -156,7 +162,7 @@ def max_relative_deviation(out_a, out_b) -> float:
     diff = max((a.detach().float() - b.detach().float()).abs().max().item()
                for a, b in zip(la, lb))
     ref = max(b.detach().float().abs().max().item() for b in lb)
-    return diff / max(ref, 1e-30)
+    return diff / ref if ref > 0 else diff  # absolute when b is all zeros
 
 
 class _Builder:
@@ -176,7 +182,8 @@ class _Builder:
         self.bad_ratio: List[str] = []
         self.widened: List[str] = []
         self.branched: List[str] = []
-        self.noisy: List[Tuple[str, str]] = []  # (module path, param name)
+        # (module path, param name, DimMap of the input dim or None)
+        self.noisy: List[Tuple[str, str, Optional[DimMap]]] = []
         self.kinds = {p: module_kind(m) for p, m in student.named_modules()}
 
     # ------------------------------------------------------------------ utils
@@ -196,7 +203,7 @@ class _Builder:
         full = f'{path}.{name}' if path else name
         self.rules[full] = StateRule(full, full, None if pmap.identity else pmap)
         if noisy:
-            self.noisy.append((path, name))
+            self.noisy.append((path, name, pmap.dims.get(1)))
 
     def skip(self, path, module, why):
         self.unsupported.append((path, type(module).__name__, why))
@@ -262,8 +269,9 @@ class _Builder:
             new = BranchConv2d(new, branches, self.init, self.generator)
             self.rules[f'{path}.weight'] = StateRule(
                 f'{path}.weight', path, w_map, merged=True)
-            self.noisy.remove((path, 'weight'))
-            self.noisy.extend((path, n) for n, _ in new.named_parameters()
+            self.noisy = [n for n in self.noisy if n[:2] != (path, 'weight')]
+            self.noisy.extend((path, n, w_map.dims.get(1))
+                              for n, _ in new.named_parameters()
                               if n.startswith('weight'))
             self.branched.append(path)
         self.replace(path, new)
@@ -499,12 +507,32 @@ class _Builder:
                 '\n  - '.join(self.bad_ratio))
 
 
-def _add_noise(teacher, noisy, std, generator):
+def _add_noise(teacher, noisy, std, generator, mode):
+    """Add N(0, std) to the widened weights to break the replicas' symmetry.
+
+    ``'iid'`` (the reference code): independent noise everywhere; T_d(x) moves
+    away from S(x) by about ``std · sqrt(fan_in)`` per layer.  ``'zero_sum'``:
+    the noise on the input replicas of each student channel sums to zero, so it
+    cancels on the (exactly replicated) activations and T_d(x) == S(x) still,
+    while replicas' weights — hence their gradients from the first step on —
+    differ.  Weights with no input replicas (the stem, depthwise convs) get
+    none in this mode.
+    """
     with torch.no_grad():
-        for path, name in noisy:
+        for path, name, in_dim in noisy:
             p = getattr(teacher.get_submodule(path), name)
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
-            p.add_(noise.to(p.device) * std)
+            noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            if mode == 'zero_sum':
+                if in_dim is None:
+                    continue
+                index = in_dim.index
+                sums = torch.zeros(p.shape[0], in_dim.student_size, *p.shape[2:],
+                                   dtype=noise.dtype).index_add_(1, index, noise)
+                counts = torch.bincount(index, minlength=in_dim.student_size)
+                shape = [1, -1] + [1] * (p.dim() - 2)
+                mean = sums / counts.to(noise.dtype).reshape(shape)
+                noise = noise - mean.index_select(1, index)
+            p.add_((noise * std).to(p))
 
 
 def _complete_rules(student, teacher, rules: Dict[str, StateRule]):
@@ -539,6 +567,7 @@ def inverse_reparameterize(student: nn.Module,
                            *,
                            branches: Union[bool, Sequence[str], None] = None,
                            noise: float = 0.0,
+                           noise_mode: str = 'zero_sum',
                            init: str = 'preserve',
                            example_inputs: Any = None,
                            forward_fn: Optional[Callable] = None,
@@ -559,6 +588,9 @@ def inverse_reparameterize(student: nn.Module,
             or names from ``layers.BRANCHES``. Defaults to None (no branches).
         noise (float): Std of N(0, noise) added to every widened weight to break
             the replicas' symmetry (the reference code uses 1e-6). Defaults to 0.
+        noise_mode (str): ``'zero_sum'`` (noise cancels over input replicas:
+            T_d stays exactly S at init) or ``'iid'`` (the reference code's).
+            Defaults to ``'zero_sum'``.
         init (str): ``'preserve'`` (new branch scales 0: a pretrained student) or
             ``'scratch'`` (non-zero branch scales, kernels solved so T_d still
             equals S). Defaults to ``'preserve'``.
@@ -568,7 +600,7 @@ def inverse_reparameterize(student: nn.Module,
             :func:`default_forward` (``mode='tensor'`` for MMEngine models).
         verify (bool): Run the self-check. Defaults to True.
         tol (float, optional): Relative tolerance of the self-check; defaults to
-            1e-5 without noise, 1e-4 with noise.
+            1e-5, or 1e-4 with ``'iid'`` noise.
         generator (torch.Generator, optional): RNG for noise and new branches.
 
     Returns:
@@ -591,6 +623,8 @@ def inverse_reparameterize(student: nn.Module,
         raise ValueError(f'unknown branches {unknown}; choose from {sorted(BRANCHES)}')
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f'noise must be a finite std >= 0, got {noise}')
+    if noise_mode not in ('zero_sum', 'iid'):
+        raise ValueError(f"noise_mode must be 'zero_sum' or 'iid', got {noise_mode!r}")
     forward_fn = forward_fn or default_forward
     if example_inputs is None:
         example_inputs = default_probe_inputs(student, generator=generator)
@@ -605,16 +639,18 @@ def inverse_reparameterize(student: nn.Module,
     builder.build()
     teacher = builder.teacher
     if noise > 0:
-        _add_noise(teacher, builder.noisy, noise, generator)
+        _add_noise(teacher, builder.noisy, noise, generator, noise_mode)
     plan = ReparamPlan(
         template=copy.deepcopy(student),
         rules=_complete_rules(student, teacher, builder.rules),
         ratio=ratio, branches=branches, init=init, noise=noise,
+        noise_mode=noise_mode,
         widened=builder.widened, branched=builder.branched,
         forward_fn=forward_fn)
     teacher.gpd_plan = plan
     if verify:
-        tol = tol if tol is not None else (1e-4 if noise > 0 else 1e-5)
+        noisy = noise > 0 and noise_mode == 'iid'
+        tol = tol if tol is not None else (1e-4 if noisy else 1e-5)
         plan.ir_deviation = verify_teacher(student, teacher, example_inputs,
                                            forward_fn, tol)
     return teacher

@@ -241,28 +241,38 @@ class BranchConv2d(nn.Conv2d):
             if conv.bias is not None:
                 self.bias.copy_(conv.bias)
 
-    def _branch_kernels(self):
-        kk = self.kernel_size[0]
-        pad = (kk // 2, kk - 1 - kk // 2) * 2
-        for name in self.branch_names:
-            if name == '1x1':
-                yield F.pad(self.weight_1x1, pad)
-            elif name == '1x1_avg':
-                yield self.weight_1x1_avg.expand(-1, -1, kk, kk) / (kk * kk)
-            elif name == '1x1_kxk':
-                a = self.weight_1x1_kxk_a[:, :, 0, 0]
-                yield torch.einsum('omhw,mi->oihw', self.weight_1x1_kxk_b, a)
-
     def _extra_kernel(self):
-        out = torch.zeros_like(self.weight)
-        for scale, kernel in zip(self.branch_scales[1:], self._branch_kernels()):
-            out = out + scale[:, None, None, None] * kernel
-        return out
+        """Σ over the extra branches of scale ⊙ kernel (used to solve ``weight``)."""
+        return self._merge(slice(None), slice(None), with_kxk=False)
 
-    def merged_weight(self) -> torch.Tensor:
-        """The one k×k kernel (C_out, C_in, k, k) all branches add up to."""
-        return self.branch_scales[0][:, None, None, None] * self.weight + \
-            self._extra_kernel()
+    def merged_weight(self, out_channels: Optional[int] = None,
+                      in_channels: Optional[int] = None) -> torch.Tensor:
+        """The one k×k kernel all branches add up to: (C_out, C_in/groups, k, k).
+
+        Args:
+            out_channels (int, optional): Merge only the leading
+                ``out_channels`` × ``in_channels`` block (CBR reads just the
+                student's first replicas; merging is linear per block).
+            in_channels (int, optional): See ``out_channels``.
+        """
+        return self._merge(slice(None, out_channels), slice(None, in_channels))
+
+    def _merge(self, o: slice, i: slice, with_kxk: bool = True):
+        scales = self.branch_scales[:, o, None, None, None]
+        weight = self.weight[o, i]
+        kernel = scales[0] * weight if with_kxk else torch.zeros_like(weight)
+        kk = self.kernel_size[0]
+        for scale, name in zip(scales[1:], self.branch_names):
+            if name == '1x1_avg':  # k×k average pooling = a uniform kernel
+                kernel = kernel + scale * self.weight_1x1_avg[o, i] / (kk * kk)
+            elif name == '1x1':  # zero-padded to k×k: only the centre tap
+                c = kk // 2
+                kernel[:, :, c, c] += (scale * self.weight_1x1[o, i])[:, :, 0, 0]
+            elif name == '1x1_kxk':
+                a = self.weight_1x1_kxk_a[:, i, 0, 0]
+                kernel = kernel + scale * torch.einsum(
+                    'omhw,mi->oihw', self.weight_1x1_kxk_b[o], a)
+        return kernel
 
     def forward(self, x):
         return self._conv_forward(x, self.merged_weight(), self.bias)

@@ -154,9 +154,22 @@ class ParamMap:
                     out = out.narrow(d, 0, m.student_size)
             else:
                 out = out.index_select(d, m.first.to(out.device))
-        inv = self._inverse_factor(out)
+        return self.rescale(out, grad_rescale)
+
+    @property
+    def is_prefix_block(self) -> bool:
+        """Whether the first replicas are the leading block of every dim."""
+        return all(m.is_prefix for m in self.dims.values())
+
+    def block_sizes(self):
+        """``{dim: student size}``: the leading block that CBR reads."""
+        return {d: m.student_size for d, m in self.dims.items()}
+
+    def rescale(self, block: torch.Tensor, grad_rescale: bool = False):
+        """The factor part of CBR, on the already selected first-replica block."""
+        inv = self._inverse_factor(block)
         if inv is None:
-            return out
+            return block
         if grad_rescale:
-            return _RescaledMul.apply(out, inv)
-        return out * inv
+            return _RescaledMul.apply(block, inv)
+        return block * inv

@@ -61,6 +61,10 @@ def build(name: str, seed: int = 0, spread: float = 0.0):
             model = MODELS.build(cfg)
         model.init_weights()
         randomize_norms(model, torch.Generator().manual_seed(seed), spread)
+        with torch.no_grad():  # zero-initialised heads (DeiT) would hide errors
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear) and not m.weight.any():
+                    m.weight.normal_(0, 0.02)
         _CACHE[key] = model.eval()
     return copy.deepcopy(_CACHE[key])
 

@@ -142,18 +142,33 @@ def test_self_check_catches_an_inexact_rule():
 
 
 @pytest.mark.parametrize('ratio', [2, 2.5])
-def test_noise_breaks_symmetry_within_tolerance(ratio):
+@pytest.mark.parametrize('mode,bound', [('iid', 1e-4), ('zero_sum', 1e-5)])
+def test_noise_breaks_symmetry_within_tolerance(ratio, mode, bound):
     net = make_net()
     g = torch.Generator().manual_seed(1)
-    teacher = inverse_reparameterize(net, ratio, noise=1e-6, generator=g)
+    teacher = inverse_reparameterize(net, ratio, noise=1e-6, noise_mode=mode,
+                                     generator=g)
     dev = get_plan(teacher).ir_deviation
-    assert 0 < dev <= 1e-4
+    assert dev <= bound
+    if mode == 'iid':
+        assert dev > 0
     w = teacher.conv2.weight
     assert not torch.equal(w[:8, :8], w[8:16, :8])  # replicas differ
     x = torch.randn(3, 3, 12, 12)
     for train in (False, True):
         assert max_relative_deviation(run(teacher, x, train),
-                                      run(net, x, train)) <= 1e-4
+                                      run(net, x, train)) <= bound
+
+
+def test_zero_sum_noise_cancels_over_input_replicas():
+    net = make_net()
+    teacher = inverse_reparameterize(net, 3, noise=1e-3, tol=1e-5,
+                                     generator=torch.Generator().manual_seed(0))
+    w = teacher.conv2.weight.detach().double()  # (24, 24, 3, 3), input g = j mod 8
+    summed = w.reshape(24, 3, 8, 3, 3).sum(1)
+    expected = net.conv2.weight.detach().double().repeat(3, 1, 1, 1)
+    assert torch.allclose(summed, expected, atol=1e-6)
+    assert (w[:8] - w[8:16]).abs().max() > 1e-4  # but the replicas differ
 
 
 def test_hard_student_keeps_its_own_running_stats():

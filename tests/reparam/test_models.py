@@ -166,3 +166,51 @@ def test_exact_in_float64_with_random_affine(name, ratio):
         assert max_relative_deviation(v_out, s_out) <= 1e-10
         assert max_relative_deviation(forward(extract_student(teacher), x, train),
                                       v_out) <= 1e-10
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'resnet50', 'mobilenet_v2',
+                                  'deit_small', 'retinanet_r18_fpn'])
+@pytest.mark.parametrize('mode', ['zero_sum'])
+def test_noise_stays_within_1e4(name, mode):
+    student = build(name)
+    teacher = inverse_reparameterize(student, 2, branches=True, noise=1e-6,
+                                     noise_mode=mode, tol=1e-3,
+                                     generator=torch.Generator().manual_seed(0))
+    x = input_for(name, 64)
+    assert get_plan(teacher).ir_deviation <= 1e-4
+    for train in (False, True):
+        tol = max(1e-4, 2 * fp32_floor(student, x, True)) if train else 1e-4
+        assert max_relative_deviation(forward(teacher, x, train),
+                                      forward(student, x, train)) <= tol
+
+
+def test_se_model_is_refused_with_every_gate_listed():
+    """mmpretrain MobileNetV3 has SE gates (hard-sigmoid): no exact rule."""
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    from mmgpd.reparam import UnsupportedModuleError
+    init_default_scope('mmpretrain')
+    model = MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(type='MobileNetV3', arch='small'),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='StackedLinearClsHead', num_classes=10, in_channels=576,
+                  mid_channels=[1024])))
+    model.eval()
+    se_paths = [n for n, m in model.named_modules()
+                if type(m).__name__ == 'SELayer']
+    assert se_paths
+    with pytest.raises(UnsupportedModuleError) as err:
+        inverse_reparameterize(model, 2)
+    listed = {path for path, _, _ in err.value.modules}
+    assert set(se_paths) <= listed
+    assert all(f'{p} (SELayer)' in str(err.value) for p in se_paths)
+
+
+def test_ratio_one_whole_model_equals_student():
+    student = build('resnet18')
+    teacher = inverse_reparameterize(student, 1)
+    ref = student.state_dict()
+    for k, v in teacher.state_dict().items():
+        if k in ref:
+            assert torch.equal(v, ref[k]), k
