@@ -3,12 +3,21 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: install test check-env clean-venv
+.PHONY: install test demo bench-reparam check-env clean-venv
 
 ## install: create .venv and install the pinned OpenMMLab stack (idempotent)
 install:
 	bash tools/install_env.sh
+
+## demo: GPD from scratch on the embedded digits data, extract + test the student
+demo: install
+	$(PYTHON) tools/demo.py $(DEMO_ARGS)
+
+## bench-reparam: cost of CBR per step and of extraction (tools/benchmark_reparam.py)
+bench-reparam: install
+	$(PYTHON) tools/benchmark_reparam.py
 
 ## check-env: print the version matrix and run mmcv.ops.nms on CPU
 check-env: install

@@ -1,1 +1,4 @@
 """Datasets and transforms (registered in ``mmgpd.registry.DATASETS`` / ``TRANSFORMS``)."""
+from .digits import DigitsDataset
+
+__all__ = ['DigitsDataset']

@@ -1,1 +1,4 @@
 """GPD algorithm, distiller and KD losses (registered in ``mmgpd.registry.MODELS``)."""
+from .algorithms import *  # noqa: F401,F403
+from .distillers import *  # noqa: F401,F403
+from .losses import *  # noqa: F401,F403

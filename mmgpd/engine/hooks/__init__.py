@@ -1,0 +1,3 @@
+from .gpd_hook import GPDHook
+
+__all__ = ['GPDHook']

@@ -1,0 +1,111 @@
+"""GPDHook: the gap at every validation, the deployable student, the GPD schedule."""
+import os.path as osp
+from typing import Dict, Optional
+
+import torch
+from mmengine.dist import all_reduce, is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmgpd.models.export import plain_checkpoint, save_atomic, student_from_algorithm
+from mmgpd.registry import HOOKS
+
+NAMES = ('student', 'dynamic_teacher', 'static_teacher')
+
+
+@HOOKS.register_module()
+class GPDHook(Hook):
+    """Report S / T_d / T_s accuracy and the gaps; export the student; schedule GPD.
+
+    At every validation it adds to the metrics (and so to MMEngine's logs, json
+    scalars and visualizer backends)::
+
+        gpd/acc_student, gpd/acc_dynamic_teacher, gpd/acc_static_teacher,
+        gpd/gap_dynamic (T_d − S), gpd/gap_static (T_s − S)
+
+    (top-1, %), and writes the extracted student as a plain mmpretrain
+    checkpoint: ``<work_dir>/student_latest.pth`` and, when the student's
+    accuracy improves, ``student_best.pth`` (atomically).
+
+    Args:
+        gpd_start_epoch (int): First epoch (0-based) with the GPD terms on.
+            Defaults to 0.
+        gpd_stop_epoch (int, optional): First epoch with them off again.
+            Defaults to None (never).
+        save_student (bool): Write the student files. Defaults to True.
+    """
+    priority = 'NORMAL'  # after RuntimeInfoHook, before LoggerHook / CheckpointHook
+
+    def __init__(self, gpd_start_epoch: int = 0,
+                 gpd_stop_epoch: Optional[int] = None, save_student: bool = True):
+        if gpd_stop_epoch is not None and gpd_stop_epoch <= gpd_start_epoch:
+            raise ValueError('GPDHook: gpd_stop_epoch must be after gpd_start_epoch')
+        self.gpd_start_epoch = gpd_start_epoch
+        self.gpd_stop_epoch = gpd_stop_epoch
+        self.save_student = save_student
+        self.best_acc = -1.0
+        self._counts: Dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _algorithm(runner):
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    def before_train_epoch(self, runner):
+        epoch = runner.epoch
+        on = epoch >= self.gpd_start_epoch and (
+            self.gpd_stop_epoch is None or epoch < self.gpd_stop_epoch)
+        self._algorithm(runner).distiller.gpd_enabled = on
+
+    def before_val_epoch(self, runner):
+        self._counts = {}
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        for sample in outputs or ():
+            gt = sample.gt_label.view(-1)[0]
+            for name in NAMES:
+                key = f'pred_label_{name}'
+                if key in sample:
+                    hit = float(sample.get(key).view(-1)[0] == gt)
+                    count = self._counts.setdefault(name, torch.zeros(2))
+                    count += torch.tensor([hit, 1.0])
+
+    def after_val_epoch(self, runner, metrics=None):
+        if metrics is None:
+            metrics = {}
+        acc = {}
+        for name in NAMES:
+            if name not in self._counts:
+                continue
+            count = self._counts[name].clone()
+            all_reduce(count)
+            acc[name] = 100.0 * float(count[0] / count[1].clamp_min(1))
+        results = {f'gpd/acc_{name}': value for name, value in acc.items()}
+        if 'student' in acc:
+            for name, short in (('dynamic_teacher', 'dynamic'),
+                                ('static_teacher', 'static')):
+                if name in acc:
+                    results[f'gpd/gap_{short}'] = acc[name] - acc['student']
+        for key, value in results.items():
+            metrics[key] = value
+            runner.message_hub.update_scalar(f'val/{key}', value)
+        if self.save_student and is_main_process():
+            self._save(runner, acc.get('student'))
+
+    def _save(self, runner, student_acc):
+        algorithm = self._algorithm(runner)
+        student = student_from_algorithm(algorithm, 'student')
+        meta = dict(epoch=runner.epoch, iter=runner.iter,
+                    source='gpd_student', accuracy_top1=student_acc)
+        ckpt = plain_checkpoint(student, meta)
+        save_atomic(ckpt, osp.join(runner.work_dir, 'student_latest.pth'))
+        if student_acc is not None and student_acc > self.best_acc:
+            self.best_acc = student_acc
+            save_atomic(ckpt, osp.join(runner.work_dir, 'student_best.pth'))
+
+    # the best accuracy survives --resume
+    def after_load_checkpoint(self, runner, checkpoint):
+        self.best_acc = checkpoint.get('meta', {}).get('gpd_best_acc', self.best_acc)
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        checkpoint.setdefault('meta', {})['gpd_best_acc'] = self.best_acc

@@ -1,0 +1,3 @@
+from .gpd import GPD
+
+__all__ = ['GPD']

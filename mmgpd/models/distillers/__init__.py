@@ -1,0 +1,3 @@
+from .gpd_distiller import GPDDistiller
+
+__all__ = ['GPDDistiller']

@@ -1,0 +1,172 @@
+"""GPDDistiller: builds the dynamic teacher and computes GPD's loss terms.
+
+Per iteration (z = logits, sg = stop-gradient)::
+
+    L = w_S · task(S) + w_Td · task(T_d)
+        + KD(T_s → S) + KD(T_s → T_d)          (only with a static teacher)
+        + λ · SCE(sg(T_d) → S)                  (the gap term, λ = 3 in the recipe)
+
+Every term can be switched off (weight 0 / loss None) and weighted; the GPD
+terms (task(T_d), KD(T_s → T_d), the gap term) can also be paused as a whole
+(``gpd_enabled``, driven by ``GPDHook``'s start / stop epochs).
+"""
+import copy
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+from mmgpd.registry import MODELS
+from mmgpd.reparam import HardStudent, inverse_reparameterize
+
+STRATEGIES = ('hard', 'soft')
+
+
+def _build_loss(cfg, key: str) -> Optional[nn.Module]:
+    """Build a loss module from ``cfg``; errors name the config key."""
+    if cfg is None:
+        return None
+    try:
+        return MODELS.build(copy.deepcopy(cfg))
+    except KeyError as exc:
+        raise KeyError(f'model.distiller.{key}: unknown loss type '
+                       f'{cfg.get("type")!r} ({exc})') from None
+
+
+@MODELS.register_module()
+class GPDDistiller(BaseModule):
+    """Holds the dynamic teacher T_d and the GPD loss terms.
+
+    Args:
+        ratio (int | float): Width ratio of T_d (IR). Defaults to 2.
+        branches (bool | Sequence[str] | None): Branch expansion of k×k stride-1
+            convs (``mmgpd.reparam.BRANCHES``). Defaults to None.
+        init (str): IR init, ``'scratch'`` or ``'preserve'`` (pretrained
+            student). Defaults to ``'scratch'``.
+        noise (float): Std of the symmetry-breaking noise. Defaults to 1e-6.
+        noise_mode (str): ``'zero_sum'`` (T_d stays exactly S at init) or
+            ``'iid'`` (reference code). Defaults to ``'zero_sum'``.
+        strategy (str): ``'hard'`` (S's weights derived from T_d on every step)
+            or ``'soft'`` (separate parameters). Defaults to ``'hard'``.
+        grad_rescale (bool): Undo the n² effective-LR factor of S's gradient
+            on the shared weights (hard strategy). Defaults to False.
+        task_loss_weights (dict): Weights of the task losses of ``student``
+            and ``dynamic_teacher``. Defaults to 1 each.
+        kd_loss (dict, optional): Static-teacher KD loss (e.g.
+            ``dict(type='mmgpd.DKDLoss', ...)``); used only with a static
+            teacher. Defaults to None.
+        kd_targets (Sequence[str]): Which models the static teacher distils
+            into: ``'student'``, ``'dynamic_teacher'``. Defaults to both.
+        gap_loss (dict, optional): The T_d → S term on ``sg(T_d)`` logits.
+            Defaults to ``SoftTargetCrossEntropy(smoothing=0.1)`` with weight 3.
+        init_cfg (dict, optional): Unused (T_d is built by IR, never
+            re-initialised).
+    """
+
+    def __init__(self,
+                 ratio: Union[int, float] = 2,
+                 branches=None,
+                 init: str = 'scratch',
+                 noise: float = 1e-6,
+                 noise_mode: str = 'zero_sum',
+                 strategy: str = 'hard',
+                 grad_rescale: bool = False,
+                 task_loss_weights: Optional[Dict[str, float]] = None,
+                 kd_loss: Optional[dict] = None,
+                 kd_targets: Sequence[str] = ('student', 'dynamic_teacher'),
+                 gap_loss: Optional[dict] = dict(
+                     type='mmgpd.SoftTargetCrossEntropy', smoothing=0.1,
+                     loss_weight=3.0),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if strategy not in STRATEGIES:
+            raise ValueError(f'model.distiller.strategy must be one of '
+                             f'{STRATEGIES}, got {strategy!r}')
+        unknown = set(kd_targets) - {'student', 'dynamic_teacher'}
+        if unknown:
+            raise ValueError(f'model.distiller.kd_targets: unknown {unknown}')
+        self.ir_kwargs = dict(ratio=ratio, branches=branches, init=init,
+                              noise=noise, noise_mode=noise_mode)
+        self.strategy = strategy
+        self.grad_rescale = grad_rescale
+        self.task_loss_weights = dict(student=1.0, dynamic_teacher=1.0)
+        self.task_loss_weights.update(task_loss_weights or {})
+        self.kd_loss = _build_loss(kd_loss, 'kd_loss')
+        self.kd_targets = tuple(kd_targets)
+        self.gap_loss = _build_loss(gap_loss, 'gap_loss')
+        self.gpd_enabled = True
+        self.dynamic_teacher = None
+
+    def build_dynamic_teacher(self, student: nn.Module,
+                              example_inputs=None) -> nn.Module:
+        """IR: grow T_d out of ``student`` (registered as ``dynamic_teacher``).
+
+        Returns:
+            nn.Module: What plays the student from now on: a parameter-free
+            :class:`HardStudent` view (hard strategy) or ``student`` itself.
+        """
+        generator = torch.Generator().manual_seed(
+            int(torch.randint(0, 2**31 - 1, ()).item()))
+        try:
+            teacher = inverse_reparameterize(
+                student, example_inputs=example_inputs, generator=generator,
+                **self.ir_kwargs)
+        except ValueError as exc:
+            raise ValueError(f'model.distiller (ratio={self.ir_kwargs["ratio"]!r}'
+                             f'): {exc}') from exc
+        _mark_initialized(teacher)
+        self.dynamic_teacher = teacher
+        if self.strategy == 'hard':
+            return HardStudent(teacher, grad_rescale=self.grad_rescale)
+        return student
+
+    def loss(self, logits: Dict[str, torch.Tensor], task_losses: Dict[str, dict],
+             data_samples) -> Dict[str, torch.Tensor]:
+        """Combine the loss terms.
+
+        Args:
+            logits (dict[str, Tensor]): (N, K) logits of ``student``,
+                ``dynamic_teacher`` (when GPD is on) and ``static_teacher``
+                (when there is one).
+            task_losses (dict[str, dict]): Each model's own head losses.
+            data_samples (list): The batch's data samples (gt labels).
+
+        Returns:
+            dict[str, Tensor]: Named, weighted terms (MMEngine sums every key
+            that contains ``loss``).
+        """
+        out = {}
+        for name in ('student', 'dynamic_teacher'):
+            if name not in task_losses:
+                continue
+            w = self.task_loss_weights.get(name, 1.0)
+            for key, value in task_losses[name].items():
+                if 'loss' in key:  # 'loss' -> 'loss_student', summed by MMEngine
+                    out[key.replace('loss', f'loss_{name}', 1)] = value * w
+                else:  # e.g. accuracy_top-1: logged, not summed
+                    out[f'{name}_{key}'] = value
+        gt = _gt_labels(data_samples, logits['student'].device)
+        if self.kd_loss is not None and 'static_teacher' in logits:
+            for name in self.kd_targets:
+                if name in logits:
+                    out[f'loss_kd_static_to_{name}'] = self.kd_loss(
+                        logits[name], logits['static_teacher'], gt)
+        if self.gap_loss is not None and 'dynamic_teacher' in logits:
+            out['loss_gap'] = self.gap_loss(logits['student'],
+                                            logits['dynamic_teacher'].detach(),
+                                            gt)
+        return out
+
+
+def _gt_labels(data_samples, device):
+    if not data_samples or 'gt_label' not in data_samples[0]:
+        return None
+    return torch.cat([s.gt_label for s in data_samples]).to(device)
+
+
+def _mark_initialized(module: nn.Module):
+    """Keep MMEngine's ``init_weights`` away from an already built model."""
+    for m in module.modules():
+        if hasattr(m, '_is_init'):
+            m._is_init = True
