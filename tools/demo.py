@@ -31,7 +31,8 @@ PLAIN_CFG = osp.join(ROOT, 'configs/baselines/resnet_digits.py')
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs/demo'))
-    parser.add_argument('--epochs', type=int, help='override max_epochs')
+    parser.add_argument('--epochs', type=int, default=15,
+                        help='training epochs (default 15: ~3 min on 2 CPU cores)')
     parser.add_argument('--quick', action='store_true',
                         help='smoke test: 1 epoch on 128 training images')
     return parser.parse_args(argv)
@@ -42,11 +43,10 @@ def main(argv=None):
     gpd_dir = osp.join(args.work_dir, 'gpd')
     cfg = Config.fromfile(GPD_CFG)
     cfg.work_dir = gpd_dir
+    cfg.train_cfg.max_epochs = args.epochs
     if args.quick:
         cfg.train_dataloader.dataset.indices = 128
         cfg.train_cfg.max_epochs = 1
-    if args.epochs:
-        cfg.train_cfg.max_epochs = args.epochs
     epochs = cfg.train_cfg.max_epochs
     cfg.train_cfg.val_interval = 1 if args.quick else max(1, epochs // 10)
     for sched in ([cfg.param_scheduler] if isinstance(cfg.param_scheduler, dict)
