@@ -4,7 +4,7 @@ import os.path as osp
 import re
 
 import mmgpd
-from conftest import REPO_ROOT
+from .conftest import REPO_ROOT
 
 
 def test_version_is_single_sourced():

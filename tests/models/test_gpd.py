@@ -166,3 +166,15 @@ def test_hook_schedules_gpd_terms():
             assert 'loss_dynamic_teacher' not in model.loss(data['inputs'],
                                                             data['data_samples'])
     assert seen == [False, True, True, False]
+
+
+def test_bad_config_fails_before_training_and_leaves_nothing_to_resume(tmp_path):
+    """An invalid ratio stops Runner.from_cfg; no checkpoint is written."""
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(CFG)
+    cfg.work_dir = str(tmp_path)
+    cfg.model.distiller.ratio = float('inf')
+    with pytest.raises(ValueError, match='model.distiller'):
+        Runner.from_cfg(cfg)
+    written = [p.name for p in tmp_path.rglob('*') if p.is_file()]
+    assert not any(n.endswith('.pth') or n == 'last_checkpoint' for n in written)

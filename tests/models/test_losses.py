@@ -177,7 +177,8 @@ def test_build_from_config_under_mmpretrain_scope(cls):
         built = mmpretrain.registry.MODELS.build(
             dict(type=f'mmgpd.{cls.__name__}', loss_weight=0.5))
     assert type(built) is cls and built.loss_weight == 0.5
-    assert type(MODELS.build(dict(type=cls.__name__))) is cls
+    with DefaultScope.overwrite_default_scope('mmgpd'):
+        assert type(MODELS.build(dict(type=cls.__name__))) is cls
 
 
 def test_build_dkd_from_config():
