@@ -83,7 +83,8 @@ class GPD(BaseModel):
         if isinstance(data_preprocessor, dict):
             # A top-level ``data_preprocessor`` (as mmpretrain configs set it)
             # configures the student's own preprocessor, which feeds all models.
-            architecture.setdefault('data_preprocessor', data_preprocessor)
+            architecture.setdefault('data_preprocessor',
+                                    copy.deepcopy(data_preprocessor))
         student = MODELS.build(architecture)
         super().__init__(data_preprocessor=student.data_preprocessor,
                          init_cfg=init_cfg)
