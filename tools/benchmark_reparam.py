@@ -15,7 +15,6 @@ process.  Usage::
         [--repeats 5] [--device cpu|cuda] [--out results.json]
 """
 import argparse
-import copy
 import json
 import os.path as osp
 import platform

@@ -1,7 +1,6 @@
 """Small pure-PyTorch nets used by the reparam tests."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 def randomize_norms(model: nn.Module, generator=None, spread: float = 0.5):

@@ -75,7 +75,7 @@ def test_teacher_is_wider_and_student_untouched():
     assert teacher.conv1.weight.shape == (24, 3, 3, 3)  # stem: output only
     assert teacher.conv2.weight.shape == (24, 24, 3, 3)
     assert isinstance(teacher.conv2, BranchConv2d)
-    assert not isinstance(teacher.conv1, BranchConv2d) or True
+    assert isinstance(teacher.conv1, BranchConv2d)  # a 3x3 stride-1 stem too
     assert teacher.dw.groups == 24 and teacher.dw.weight.shape == (24, 1, 3, 3)
     assert teacher.fc.weight.shape == (5, 24)  # classifier: input only
     assert teacher.ln.normalized_shape == (24, )
@@ -237,7 +237,6 @@ def _manual_student_grads(teacher, x, y, rescale=False):
                 inv = inv * (1.0 / f).double().reshape(shape)
             g = g / inv if rescale else g * inv
             full = torch.zeros(rule.pmap.teacher_shape, dtype=g.dtype)
-            idx = [slice(None)] * g.dim()
             index = torch.meshgrid(*[dims[d].first if d in dims else
                                      torch.arange(g.shape[d])
                                      for d in range(g.dim())], indexing='ij')
