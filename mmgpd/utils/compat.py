@@ -28,6 +28,14 @@ config is parsed.  Each patch is narrow, idempotent and individually tested
     NumPy 2.4 removed ``np.in1d``, which mmpretrain 1.2.0's retrieval metrics call.
     When it is missing it is restored as ``np.isin(...).ravel()``, its documented
     replacement.
+
+``distributed_on_cpu``
+    ``--launcher pytorch`` on a machine with no GPU: mmengine's
+    ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` and configs ask for
+    NCCL, and the Runner wraps the model in DDP with ``device_ids=[local_rank]``,
+    which PyTorch rejects for CPU modules.  Without CUDA, the process group is
+    initialised with gloo and no device, and ``device_ids`` is dropped for
+    modules whose parameters are on the CPU.  Machines with GPUs are untouched.
 """
 import importlib
 import importlib.metadata
@@ -171,15 +179,54 @@ def _patch_numpy_in1d() -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- #
+# torch.distributed on CPU (gloo)
+# --------------------------------------------------------------------------- #
+def _patch_distributed_on_cpu() -> bool:
+    import torch
+    from mmengine.dist import utils as dist_utils
+    from mmengine.model.wrappers import distributed as wrappers
+    changed = False
+    init = dist_utils._init_dist_pytorch
+    if not getattr(init, '_mmgpd_cpu', False):
+
+        def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+            if torch.cuda.is_available() or init_backend != 'torch':
+                return init(backend, init_backend=init_backend, **kwargs)
+            import torch.distributed as torch_dist
+            torch_dist.init_process_group(
+                backend='gloo' if backend == 'nccl' else backend, **kwargs)
+
+        _init_dist_pytorch._mmgpd_cpu = True
+        dist_utils._init_dist_pytorch = _init_dist_pytorch
+        changed = True
+    ddp_init = wrappers.MMDistributedDataParallel.__init__
+    if not getattr(ddp_init, '_mmgpd_cpu', False):
+
+        def __init__(self, module, detect_anomalous_params=False, **kwargs):
+            if kwargs.get('device_ids') is not None and all(
+                    p.device.type == 'cpu' for p in module.parameters()):
+                kwargs['device_ids'] = None
+            ddp_init(self, module, detect_anomalous_params=detect_anomalous_params,
+                     **kwargs)
+
+        __init__._mmgpd_cpu = True
+        wrappers.MMDistributedDataParallel.__init__ = __init__
+        changed = True
+    return changed
+
+
 _PATCHES: Dict[str, Callable[[], bool]] = {
     'local_checkpoint_loader': _patch_local_checkpoint_loader,
     'package_utils_without_pkg_resources': _patch_package_utils,
     'numpy_in1d': _patch_numpy_in1d,
+    'distributed_on_cpu': _patch_distributed_on_cpu,
 }
 _NEEDS = {
     'local_checkpoint_loader': 'mmengine',
     'package_utils_without_pkg_resources': 'mmengine',
     'numpy_in1d': 'numpy',
+    'distributed_on_cpu': 'mmengine',
 }
 
 
