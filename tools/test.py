@@ -34,7 +34,8 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    if args.out:
+    from mmengine.dist import is_main_process
+    if args.out and is_main_process():
         import json
         with open(args.out, 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)

@@ -279,3 +279,18 @@ class BranchConv2d(nn.Conv2d):
 
     def extra_repr(self):
         return super().extra_repr() + f', branches=kxk+{"+".join(self.branch_names)}'
+
+
+def to_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """A carried batch norm as :class:`CarriedSyncBatchNorm`, sharing its tensors.
+
+    Parameters, running and student statistics, carry scale and hooks are kept
+    (the same tensor objects); returns ``module`` itself for anything else.
+    """
+    if not isinstance(module, _CarriedBatchNormMixin) or \
+            isinstance(module, nn.SyncBatchNorm):
+        return module
+    sync = CarriedSyncBatchNorm.__new__(CarriedSyncBatchNorm)
+    sync.__dict__.update(module.__dict__)
+    sync.process_group = None
+    return sync

@@ -36,6 +36,14 @@ config is parsed.  Each patch is narrow, idempotent and individually tested
     which PyTorch rejects for CPU modules.  Without CUDA, the process group is
     initialised with gloo and no device, and ``device_ids`` is dropped for
     modules whose parameters are on the CPU.  Machines with GPUs are untouched.
+    ``sync_bn`` (the Runner's ``convert_sync_batchnorm``) turns the dynamic
+    teacher's carried batch norms into carried SyncBNs instead of plain ones,
+    which would drop the carry scale and the student's statistics.
+
+``atomic_local_put``
+    mmengine writes checkpoints (and every local file) in place, so a run
+    killed while saving leaves a truncated ``epoch_N.pth`` that ``--resume``
+    trips on.  Local writes go to a temporary file that is renamed into place.
 """
 import importlib
 import importlib.metadata
@@ -213,7 +221,60 @@ def _patch_distributed_on_cpu() -> bool:
         __init__._mmgpd_cpu = True
         wrappers.MMDistributedDataParallel.__init__ = __init__
         changed = True
+    from mmengine.runner import runner as runner_mod
+    convert = runner_mod.convert_sync_batchnorm
+    if not getattr(convert, '_mmgpd', False):
+
+        def convert_sync_batchnorm(module, implementation='torch'):
+            from torch.nn.modules.batchnorm import _BatchNorm
+
+            from mmgpd.reparam.layers import _CarriedBatchNormMixin, to_sync_batchnorm
+            if isinstance(module, _CarriedBatchNormMixin):
+                return to_sync_batchnorm(module)
+            if isinstance(module, _BatchNorm):
+                return convert(module, implementation)
+            for name, child in module.named_children():
+                module.add_module(name, convert_sync_batchnorm(child, implementation))
+            return module
+
+        convert_sync_batchnorm._mmgpd = True
+        runner_mod.convert_sync_batchnorm = convert_sync_batchnorm
+        changed = True
     return changed
+
+
+# --------------------------------------------------------------------------- #
+# Atomic local writes (checkpoints)
+# --------------------------------------------------------------------------- #
+def _patch_atomic_local_put() -> bool:
+    import os
+    import tempfile
+
+    from mmengine.fileio.backends import local_backend
+    put = local_backend.LocalBackend.put
+    if getattr(put, '_mmgpd', False):
+        return False
+
+    def atomic_put(self, obj: bytes, filepath) -> None:
+        filepath = str(filepath)
+        directory = osp.dirname(osp.abspath(filepath))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(filepath) + '.',
+                                   dir=directory)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(obj)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        except BaseException:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    atomic_put._mmgpd = True
+    local_backend.LocalBackend.put = atomic_put
+    return True
 
 
 _PATCHES: Dict[str, Callable[[], bool]] = {
@@ -221,12 +282,14 @@ _PATCHES: Dict[str, Callable[[], bool]] = {
     'package_utils_without_pkg_resources': _patch_package_utils,
     'numpy_in1d': _patch_numpy_in1d,
     'distributed_on_cpu': _patch_distributed_on_cpu,
+    'atomic_local_put': _patch_atomic_local_put,
 }
 _NEEDS = {
     'local_checkpoint_loader': 'mmengine',
     'package_utils_without_pkg_resources': 'mmengine',
     'numpy_in1d': 'numpy',
     'distributed_on_cpu': 'mmengine',
+    'atomic_local_put': 'mmengine',
 }
 
 

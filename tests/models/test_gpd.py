@@ -178,3 +178,28 @@ def test_bad_config_fails_before_training_and_leaves_nothing_to_resume(tmp_path)
         Runner.from_cfg(cfg)
     written = [p.name for p in tmp_path.rglob('*') if p.is_file()]
     assert not any(n.endswith('.pth') or n == 'last_checkpoint' for n in written)
+
+
+def test_sync_bn_option_keeps_carried_batch_norms(teacher_ckpt):
+    """cfg.sync_bn='torch': T_d's carried BNs become carried SyncBNs (same tensors)."""
+    from mmengine.runner import runner as runner_mod
+
+    from mmgpd.reparam.layers import CarriedBatchNorm2d, CarriedSyncBatchNorm
+    path, arch = teacher_ckpt
+    cfg = gpd_cfg()
+    cfg.teacher, cfg.teacher_ckpt = arch, path
+    model = MODELS.build(cfg).eval()
+    bn = model.dynamic_teacher.backbone.bn1
+    assert type(bn) is CarriedBatchNorm2d
+    weight, stats = bn.weight, bn.student_running_mean
+    data = model.data_preprocessor(batch(), False)
+    with torch.no_grad():
+        before = model.dynamic_teacher(data['inputs'], mode='tensor')
+    model = runner_mod.convert_sync_batchnorm(model, 'torch')
+    bn = model.dynamic_teacher.backbone.bn1
+    assert type(bn) is CarriedSyncBatchNorm
+    assert bn.weight is weight and bn.student_running_mean is stats
+    assert type(model.teacher.backbone.bn1) is torch.nn.SyncBatchNorm
+    with torch.no_grad():
+        after = model.dynamic_teacher(data['inputs'], mode='tensor')
+    assert torch.equal(before, after)

@@ -1,7 +1,9 @@
 """GPDHook: the gap at every validation, the deployable student, the GPD schedule."""
 import os.path as osp
+import random
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import Hook
@@ -25,7 +27,9 @@ class GPDHook(Hook):
 
     (top-1, %), and writes the extracted student as a plain mmpretrain
     checkpoint: ``<work_dir>/student_latest.pth`` and, when the student's
-    accuracy improves, ``student_best.pth`` (atomically).
+    accuracy improves, ``student_best.pth`` (atomically).  Its state (best
+    accuracy) and the Python / NumPy / torch RNG states travel in training
+    checkpoints, so ``--resume`` continues the run exactly.
 
     Args:
         gpd_start_epoch (int): First epoch (0-based) with the GPD terms on.
@@ -103,9 +107,20 @@ class GPDHook(Hook):
             self.best_acc = student_acc
             save_atomic(ckpt, osp.join(runner.work_dir, 'student_best.pth'))
 
-    # the best accuracy survives --resume
-    def after_load_checkpoint(self, runner, checkpoint):
-        self.best_acc = checkpoint.get('meta', {}).get('gpd_best_acc', self.best_acc)
-
+    # --resume continues exactly: the best accuracy and the RNG streams
+    # (random crops, dropout, DataLoader seeds) as they were at the checkpoint.
     def before_save_checkpoint(self, runner, checkpoint):
-        checkpoint.setdefault('meta', {})['gpd_best_acc'] = self.best_acc
+        meta = checkpoint.setdefault('meta', {})
+        meta['gpd_best_acc'] = self.best_acc
+        meta['gpd_rng_state'] = dict(python=random.getstate(),
+                                     numpy=np.random.get_state(),
+                                     torch=torch.get_rng_state())
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        meta = checkpoint.get('meta', {})
+        self.best_acc = meta.get('gpd_best_acc', self.best_acc)
+        rng = meta.get('gpd_rng_state')
+        if rng is not None and getattr(runner, '_resume', False):
+            random.setstate(rng['python'])
+            np.random.set_state(rng['numpy'])
+            torch.set_rng_state(rng['torch'])
