@@ -237,3 +237,29 @@ def test_in1d_semantics():
     assert compat.in1d(a, [2, 4]).tolist() == [False, True, False, True]
     assert compat.in1d(a, [2, 4], invert=True).tolist() == [True, False, True, False]
     assert np.in1d is not None and mmgpd.__version__
+
+
+# --------------------------------------------------------------------------- #
+# Atomic local writes
+# --------------------------------------------------------------------------- #
+def test_local_writes_are_atomic(tmp_path, monkeypatch):
+    """A write that fails half-way keeps the old file and leaves no temp file."""
+    from mmengine.fileio.backends.local_backend import LocalBackend
+
+    from mmgpd.utils import fileio
+    target = tmp_path / 'epoch_1.pth'
+    LocalBackend().put(b'old', target)
+    assert target.read_bytes() == b'old'
+
+    def broken(path, write):
+        def half(f):
+            write(f)
+            raise OSError('disk full')
+        return real(path, half)
+
+    real = fileio.atomic_write
+    monkeypatch.setattr(fileio, 'atomic_write', broken)
+    with pytest.raises(OSError, match='disk full'):
+        LocalBackend().put(b'new and longer', target)
+    assert target.read_bytes() == b'old'
+    assert [p.name for p in tmp_path.iterdir()] == ['epoch_1.pth']

@@ -4,9 +4,7 @@ One implementation serves ``GPDHook``'s ``student_latest.pth`` /
 ``student_best.pth`` and ``tools/extract_student.py``.
 """
 import copy
-import os
 import os.path as osp
-import tempfile
 from collections import OrderedDict
 from typing import Optional
 
@@ -14,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from mmgpd.reparam import HardStudent, extract_student
+from mmgpd.utils.fileio import atomic_write
 
 __all__ = [
     'student_from_algorithm', 'plain_checkpoint', 'save_atomic', 'load_gpd',
@@ -70,24 +69,8 @@ def plain_checkpoint(student: nn.Module, meta: Optional[dict] = None) -> dict:
 
 
 def save_atomic(obj, path: str):
-    """``torch.save`` to a temporary file beside ``path``, then rename it.
-
-    A crash leaves either the old file or the new one, never half of one.
-    """
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.',
-                               dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save`` ``obj`` to ``path`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 # --------------------------------------------------------------------------- #

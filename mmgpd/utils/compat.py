@@ -247,30 +247,14 @@ def _patch_distributed_on_cpu() -> bool:
 # Atomic local writes (checkpoints)
 # --------------------------------------------------------------------------- #
 def _patch_atomic_local_put() -> bool:
-    import os
-    import tempfile
-
     from mmengine.fileio.backends import local_backend
     put = local_backend.LocalBackend.put
     if getattr(put, '_mmgpd', False):
         return False
 
     def atomic_put(self, obj: bytes, filepath) -> None:
-        filepath = str(filepath)
-        directory = osp.dirname(osp.abspath(filepath))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(filepath) + '.',
-                                   dir=directory)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
+        from mmgpd.utils.fileio import atomic_write
+        atomic_write(str(filepath), lambda f: f.write(obj))
 
     atomic_put._mmgpd = True
     local_backend.LocalBackend.put = atomic_put
