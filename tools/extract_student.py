@@ -65,8 +65,9 @@ class _Steps:
 
 def reference_view(algorithm, source):
     """The student view of the checkpoint that the written student must match."""
+    from mmgpd.models.export import folds_dynamic_teacher
     from mmgpd.reparam import HardStudent
-    if source == 'dynamic_teacher' or isinstance(algorithm.student, HardStudent):
+    if folds_dynamic_teacher(algorithm, source):
         return HardStudent(algorithm.dynamic_teacher).eval()
     return algorithm.student.eval()
 

@@ -15,11 +15,18 @@ from mmgpd.reparam import HardStudent, extract_student
 from mmgpd.utils.fileio import atomic_write
 
 __all__ = [
-    'student_from_algorithm', 'plain_checkpoint', 'save_atomic', 'load_gpd',
-    'plain_student_config', 'read_checkpoint', 'ExtractionError'
+    'student_from_algorithm', 'folds_dynamic_teacher', 'plain_checkpoint',
+    'save_atomic', 'load_gpd', 'plain_student_config', 'read_checkpoint',
+    'ExtractionError'
 ]
 
 SOURCES = ('student', 'dynamic_teacher')
+
+
+def folds_dynamic_teacher(algorithm: nn.Module, source: str) -> bool:
+    """Whether the ``source`` student is CBR of T_d (hard strategy, or asked for)
+    rather than the soft strategy's own student module."""
+    return source == 'dynamic_teacher' or isinstance(algorithm.student, HardStudent)
 
 
 def student_from_algorithm(algorithm: nn.Module, source: str = 'student'):
@@ -34,7 +41,7 @@ def student_from_algorithm(algorithm: nn.Module, source: str = 'student'):
     if source not in SOURCES:
         raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
     student = algorithm.student
-    if isinstance(student, HardStudent) or source == 'dynamic_teacher':
+    if folds_dynamic_teacher(algorithm, source):
         out = extract_student(algorithm.dynamic_teacher)
         if not isinstance(student, HardStudent):
             # Soft strategy: T_d's student_running_* were never updated; its own

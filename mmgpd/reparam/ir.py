@@ -361,15 +361,31 @@ class _Builder:
         self.replace(path, CarriedActivation(copy.deepcopy(mod), rmap.scale(), dim))
         self.widened.append(path)
 
-    def channel_scale(self, path, mod):
+    def _scaled(self, path, mod, hidden=True):
+        """A copy of a per-channel multiplier with its (C,) parameters copied by g."""
         new = copy.deepcopy(mod)
         for name, p in mod.named_parameters(recurse=False):
             if p.dim() == 1 and p.numel() > 1:
-                rmap = self.rmap(p.numel(), True)
+                rmap = self.rmap(p.numel(), hidden)
                 self.set_param(new, name, path,
                                ParamMap({0: DimMap.of(rmap)}, p.shape), p)
-        self.replace(path, new)
+        return new
+
+    def channel_scale(self, path, mod):
+        self.replace(path, self._scaled(path, mod))
         self.widened.append(path)
+
+    def _linear(self, path, lin, rows: DimMap, in_map: ReplicaMap):
+        """A copy of ``lin`` with rows mapped by ``rows``, inputs by ``in_map``."""
+        new = copy.deepcopy(lin)
+        self.set_param(new, 'weight', path,
+                       ParamMap({0: rows, 1: DimMap.of(in_map)}, lin.weight.shape),
+                       lin.weight, noisy=True)
+        if lin.bias is not None:
+            self.set_param(new, 'bias', path, ParamMap({0: rows}, lin.bias.shape),
+                           lin.bias)
+        new.in_features, new.out_features = in_map.teacher_width, rows.teacher_size
+        return new
 
     def attention(self, path, mod, out_hidden):
         if getattr(mod, 'v_shortcut', False):
@@ -390,45 +406,20 @@ class _Builder:
                 f'channels = {hid_map.teacher_width / d:g} heads; use a ratio '
                 f'that is a multiple of 1/{heads}')
             return
-        s_hid = hid_map.scale(torch.float64)
         new = copy.deepcopy(mod)
-        qk = DimMap.of(hid_map)
-        v = DimMap.of(hid_map, 1.0 / s_hid)
-        rows = DimMap.concat([qk, qk, v])
-        qkv_new = copy.deepcopy(qkv)
-        self.set_param(qkv_new, 'weight', f'{path}.qkv',
-                       ParamMap({0: rows, 1: DimMap.of(in_map)}, qkv.weight.shape),
-                       qkv.weight, noisy=True)
-        if qkv.bias is not None:
-            self.set_param(qkv_new, 'bias', f'{path}.qkv',
-                           ParamMap({0: rows}, qkv.bias.shape), qkv.bias)
-        qkv_new.in_features, qkv_new.out_features = in_map.teacher_width, \
-            3 * hid_map.teacher_width
-        new.qkv = qkv_new
-        proj_new = copy.deepcopy(proj)
-        s_out = out_map.scale(torch.float64)
-        self.set_param(proj_new, 'weight', f'{path}.proj',
-                       ParamMap({0: DimMap.of(out_map, 1.0 / s_out),
-                                 1: DimMap.of(hid_map)}, proj.weight.shape),
-                       proj.weight, noisy=True)
-        if proj.bias is not None:
-            self.set_param(proj_new, 'bias', f'{path}.proj',
-                           ParamMap({0: DimMap.of(out_map, 1.0 / s_out)},
-                                    proj.bias.shape), proj.bias)
-        proj_new.in_features, proj_new.out_features = hid_map.teacher_width, \
-            out_map.teacher_width
-        new.proj = proj_new
+        qk = DimMap.of(hid_map)  # q, k at student scale: exact scores
+        v = DimMap.of(hid_map, 1.0 / hid_map.scale(torch.float64))
+        new.qkv = self._linear(f'{path}.qkv', qkv, DimMap.concat([qk, qk, v]),
+                               in_map)
+        new.proj = self._linear(f'{path}.proj', proj,
+                                DimMap.of(out_map, 1.0 / out_map.scale(torch.float64)),
+                                hid_map)
         for name, child in mod.named_children():
             if name in ('qkv', 'proj'):
                 continue
             kind = module_kind(child)
-            if kind == 'channel_scale':
-                scaled = copy.deepcopy(child)
-                for pname, p in child.named_parameters(recurse=False):
-                    if p.dim() == 1 and p.numel() > 1:
-                        self.set_param(scaled, pname, f'{path}.{name}',
-                                       ParamMap({0: DimMap.of(out_map)}, p.shape), p)
-                setattr(new, name, scaled)
+            if kind == 'channel_scale':  # LayerScale on the output
+                setattr(new, name, self._scaled(f'{path}.{name}', child, out_hidden))
             elif kind != 'homogeneous':
                 self.skip(f'{path}.{name}', child,
                           f'{kind or "no rule"} inside attention')

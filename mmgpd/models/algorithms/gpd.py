@@ -24,6 +24,8 @@ from mmengine.model import BaseModel
 from mmgpd.registry import MODELS
 from mmgpd.reparam import HardStudent
 
+from ..utils import mark_initialized
+
 MODEL_NAMES = ('student', 'dynamic_teacher', 'static_teacher')
 
 
@@ -125,10 +127,7 @@ class GPD(BaseModel):
                                f'model.teacher: {exc}') from exc
         for p in teacher.parameters():
             p.requires_grad_(False)
-        for m in teacher.modules():
-            if hasattr(m, '_is_init'):
-                m._is_init = True
-        return teacher.eval()
+        return mark_initialized(teacher).eval()
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -20,6 +20,8 @@ from mmengine.model import BaseModule
 from mmgpd.registry import MODELS
 from mmgpd.reparam import HardStudent, inverse_reparameterize
 
+from ..utils import mark_initialized
+
 STRATEGIES = ('hard', 'soft')
 
 
@@ -115,7 +117,7 @@ class GPDDistiller(BaseModule):
         except ValueError as exc:
             raise ValueError(f'model.distiller (ratio={self.ir_kwargs["ratio"]!r}'
                              f'): {exc}') from exc
-        _mark_initialized(teacher)
+        mark_initialized(teacher)
         self.dynamic_teacher = teacher
         if self.strategy == 'hard':
             return HardStudent(teacher, grad_rescale=self.grad_rescale)
@@ -163,10 +165,3 @@ def _gt_labels(data_samples, device):
     if not data_samples or 'gt_label' not in data_samples[0]:
         return None
     return torch.cat([s.gt_label for s in data_samples]).to(device)
-
-
-def _mark_initialized(module: nn.Module):
-    """Keep MMEngine's ``init_weights`` away from an already built model."""
-    for m in module.modules():
-        if hasattr(m, '_is_init'):
-            m._is_init = True
