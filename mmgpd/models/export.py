@@ -41,6 +41,9 @@ def student_from_algorithm(algorithm: nn.Module, source: str = 'student'):
     if source not in SOURCES:
         raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
     student = algorithm.student
+    if source == 'dynamic_teacher' and algorithm.dynamic_teacher is None:
+        raise ValueError('source=dynamic_teacher: the run has no dynamic teacher '
+                         '(model.distiller.enable_dynamic_teacher=False)')
     if folds_dynamic_teacher(algorithm, source):
         out = extract_student(algorithm.dynamic_teacher)
         if not isinstance(student, HardStudent):

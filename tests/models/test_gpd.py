@@ -66,16 +66,27 @@ def test_hard_strategy_trains_one_parameter_set():
     assert not torch.equal(s_before, model.student.state()['backbone.conv1.weight'])
 
 
-@pytest.mark.parametrize('noise,tol', [(0.0, 1e-5), (1e-6, 1e-4)])
-def test_student_equals_dynamic_teacher_at_init(noise, tol):
-    """The gap starts at zero (up to the symmetry-breaking noise, which the
-    hard student's first replica block carries)."""
+def _init_gap(noise, seed=0):
+    torch.manual_seed(seed)
     model = MODELS.build(gpd_cfg(noise=noise)).eval()
     data = model.data_preprocessor(batch(), False)
     with torch.no_grad():
         s = model.student(data['inputs'], mode='tensor')
         t = model.dynamic_teacher(data['inputs'], mode='tensor')
-    assert max_relative_deviation(t, s) <= tol
+    return max_relative_deviation(t, s)
+
+
+def test_student_equals_dynamic_teacher_at_init():
+    """The gap starts at zero: exactly without noise; with the symmetry-breaking
+    noise (which the hard student's first replica block carries, as in the
+    reference CBR) S differs from T_d by an amount linear in the noise.
+
+    (The digits head is initialised with std 0.01, so logits are ~0.02 and a
+    1e-6 noise shows as ~1e-4 relative: measured 2.8e-5..1.2e-4 over seeds.)"""
+    assert _init_gap(0.0) <= 1e-5
+    big, small = _init_gap(1e-5), _init_gap(1e-6)
+    assert 0 < small <= 5e-4
+    assert 5 < big / small < 20  # linear in the noise: a 10x noise, ~10x gap
 
 
 def test_gap_term_stops_gradient_on_dynamic_teacher():
@@ -203,3 +214,34 @@ def test_sync_bn_option_keeps_carried_batch_norms(teacher_ckpt):
     with torch.no_grad():
         after = model.dynamic_teacher(data['inputs'], mode='tensor')
     assert torch.equal(before, after)
+
+
+def test_without_dynamic_teacher_is_plain_kd(teacher_ckpt):
+    """enable_dynamic_teacher=False: the KD / DKD baselines in the same framework.
+
+    The student trains its own parameters; its step equals the plain
+    classifier's step plus the static-teacher KD term, and there is no T_d."""
+    path, arch = teacher_ckpt
+    cfg = gpd_cfg(enable_dynamic_teacher=False,
+                  kd_loss=dict(type='mmgpd.KDLoss', temperature=4.0))
+    cfg.teacher, cfg.teacher_ckpt = arch, path
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    assert model.dynamic_teacher is None and not model.distiller.gpd_enabled
+    assert set(model.models()) == {'student', 'static_teacher'}
+    assert not isinstance(model.student, HardStudent)
+    plain = copy.deepcopy(model.student)
+    model.distiller.gpd_enabled = True  # the hook's schedule cannot switch it on
+    assert not model.distiller.gpd_enabled
+    model.train()
+    data = model.data_preprocessor(batch(), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert set(k for k in losses if 'loss' in k) == {
+        'loss_student', 'loss_kd_static_to_student'}
+    plain.train()
+    expected = plain.loss(data['inputs'], data['data_samples'])['loss']
+    torch.testing.assert_close(losses['loss_student'], expected)
+    assert losses['loss_kd_static_to_student'] > 0
+    with pytest.raises(ValueError, match='enable_dynamic_teacher'):
+        MODELS.build(gpd_cfg(enable_dynamic_teacher=False) | dict(
+            eval_model='dynamic_teacher'))

@@ -81,6 +81,10 @@ class GPD(BaseModel):
                              f'got {eval_model!r}')
         if eval_model == 'static_teacher' and teacher is None:
             raise ValueError("model.eval_model='static_teacher' needs model.teacher")
+        if eval_model == 'dynamic_teacher' and \
+                not distiller.get('enable_dynamic_teacher', True):
+            raise ValueError("model.eval_model='dynamic_teacher' needs "
+                             'model.distiller.enable_dynamic_teacher=True')
         architecture = copy.deepcopy(architecture)
         if isinstance(data_preprocessor, dict):
             # A top-level ``data_preprocessor`` (as mmpretrain configs set it)
@@ -141,7 +145,9 @@ class GPD(BaseModel):
 
     def models(self) -> Dict[str, nn.Module]:
         """``{name: model}`` of S, T_d and (if any) T_s."""
-        out = {'student': self.student, 'dynamic_teacher': self.dynamic_teacher}
+        out = {'student': self.student}
+        if self.dynamic_teacher is not None:
+            out['dynamic_teacher'] = self.dynamic_teacher
         if self.teacher is not None:
             out['static_teacher'] = self.teacher
         return out

@@ -62,6 +62,10 @@ class GPDDistiller(BaseModule):
             into: ``'student'``, ``'dynamic_teacher'``. Defaults to both.
         gap_loss (dict, optional): The T_d → S term on ``sg(T_d)`` logits.
             Defaults to ``SoftTargetCrossEntropy(smoothing=0.1)`` with weight 3.
+        enable_dynamic_teacher (bool): Build T_d at all. ``False`` gives the
+            plain distillation baselines in the same framework: the student
+            trains its own parameters with ``task(S)`` (+ ``KD(T_s → S)`` with a
+            static teacher); no IR, no gap term. Defaults to True.
         init_cfg (dict, optional): Unused (T_d is built by IR, never
             re-initialised).
     """
@@ -80,6 +84,7 @@ class GPDDistiller(BaseModule):
                  gap_loss: Optional[dict] = dict(
                      type='mmgpd.SoftTargetCrossEntropy', smoothing=0.1,
                      loss_weight=3.0),
+                 enable_dynamic_teacher: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if strategy not in STRATEGIES:
@@ -97,8 +102,18 @@ class GPDDistiller(BaseModule):
         self.kd_loss = _build_loss(kd_loss, 'kd_loss')
         self.kd_targets = tuple(kd_targets)
         self.gap_loss = _build_loss(gap_loss, 'gap_loss')
-        self.gpd_enabled = True
+        self.enable_dynamic_teacher = enable_dynamic_teacher
+        self._gpd_enabled = enable_dynamic_teacher
         self.dynamic_teacher = None
+
+    @property
+    def gpd_enabled(self) -> bool:
+        """Whether the GPD terms (task(T_d), KD(T_s → T_d), gap) are on now."""
+        return self._gpd_enabled and self.dynamic_teacher is not None
+
+    @gpd_enabled.setter
+    def gpd_enabled(self, value: bool):
+        self._gpd_enabled = bool(value)
 
     def build_dynamic_teacher(self, student: nn.Module,
                               example_inputs=None) -> nn.Module:
@@ -106,8 +121,11 @@ class GPDDistiller(BaseModule):
 
         Returns:
             nn.Module: What plays the student from now on: a parameter-free
-            :class:`HardStudent` view (hard strategy) or ``student`` itself.
+            :class:`HardStudent` view (hard strategy) or ``student`` itself
+            (soft strategy, or no dynamic teacher at all).
         """
+        if not self.enable_dynamic_teacher:
+            return student
         generator = torch.Generator().manual_seed(
             int(torch.randint(0, 2**31 - 1, ()).item()))
         try:
