@@ -17,13 +17,13 @@ from .ir import (DEFAULT_BRANCHES, ReparamPlan, default_forward,
                  default_probe_inputs, inverse_reparameterize,
                  max_relative_deviation, verify_teacher)
 from .layers import BRANCHES, BranchConv2d
-from .replica import ReplicaMap, check_ratio, teacher_width
+from .replica import ReplicaMap, check_ratio, fold_to_student, teacher_width
 from .sharing import HardStudent, soft_pair
 
 __all__ = [
     'inverse_reparameterize', 'extract_student', 'derive_student_state',
     'HardStudent', 'soft_pair', 'get_plan', 'ReparamPlan', 'ReplicaMap',
     'BranchConv2d', 'BRANCHES', 'DEFAULT_BRANCHES', 'UnsupportedModuleError',
-    'IRVerificationError', 'check_ratio', 'teacher_width', 'default_forward',
+    'IRVerificationError', 'check_ratio', 'fold_to_student', 'teacher_width', 'default_forward',
     'default_probe_inputs', 'max_relative_deviation', 'verify_teacher'
 ]

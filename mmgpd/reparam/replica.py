@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ['ReplicaMap', 'check_ratio', 'teacher_width']
+__all__ = ['ReplicaMap', 'check_ratio', 'teacher_width', 'fold_to_student']
 
 
 def check_ratio(ratio) -> float:
@@ -103,5 +103,29 @@ class ReplicaMap:
             return self.teacher_width // self.width
         return None
 
+    def fold(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """The inverse of IR's carry: a teacher activation back in the
+        student's space, ``a_i = Σ_{j: g(j) = i} â_j``.
+
+        Parameter-free and exact at init (``â_j = a_{g(j)} / n_{g(j)}``);
+        differentiable. ``x`` has ``teacher_width`` entries along ``dim``; the
+        result has ``width``.
+        """
+        if x.shape[dim] != self.teacher_width:
+            raise ValueError(f'{self}: cannot fold a tensor with {x.shape[dim]} '
+                             f'entries along dim {dim}')
+        if self.is_fixed:
+            return x
+        shape = list(x.shape)
+        shape[dim] = self.width
+        return x.new_zeros(shape).index_add(dim, self.index(x.device), x)
+
     def __repr__(self):
         return f'ReplicaMap({self.width} -> {self.teacher_width})'
+
+
+def fold_to_student(x: torch.Tensor, width: int, dim: int = 1) -> torch.Tensor:
+    """``ReplicaMap(width, x.shape[dim]).fold(x, dim)``: a dynamic teacher's
+    activation (e.g. an FPN level, ``(N, C', H, W)``) in the student's space
+    ``(N, width, H, W)``."""
+    return ReplicaMap(width, x.shape[dim]).fold(x, dim)

@@ -13,7 +13,7 @@ the teacher from the student and CBR (``extract_student``) folds the teacher
 back at the end.  :func:`soft_pair` returns such a pair.
 """
 import copy
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch.nn as nn
 from torch.func import functional_call
@@ -61,12 +61,39 @@ class HardStudent(nn.Module):
         self.template.train(mode)
         return self
 
-    def forward(self, *args, **kwargs):
+    def call(self, fn: Callable, *args, **kwargs):
+        """``fn(student, *args, **kwargs)`` with the student's tensors derived
+        from the teacher now: any method of the student (``extract_feat``, a
+        head's ``loss_by_feat`` ...), not only ``forward``."""
         template = self.template
         if template.training != self.training:
             template.train(self.training)
-        return functional_call(template, self.state(), args, kwargs,
+        caller = getattr(self, '_caller', None)
+        if caller is None or caller.module is not template:
+            caller = _Caller(template)
+            object.__setattr__(self, '_caller', caller)  # not a submodule
+        state = {f'module.{k}': v for k, v in self.state().items()}
+        return functional_call(caller, state, (fn, ) + args, kwargs,
                                tie_weights=False, strict=False)
+
+    def forward(self, *args, **kwargs):
+        return self.call(_forward, *args, **kwargs)
+
+
+def _forward(module: nn.Module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+class _Caller(nn.Module):
+    """Runs ``fn(module, ...)`` as its forward, so that ``functional_call`` can
+    swap the module's tensors for a call of any of its methods."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, fn: Callable, *args, **kwargs):
+        return fn(self.module, *args, **kwargs)
 
 
 def soft_pair(student: nn.Module, ratio, **ir_kwargs) -> Tuple[nn.Module, nn.Module]:

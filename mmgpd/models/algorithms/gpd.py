@@ -22,34 +22,24 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 
 from mmgpd.registry import MODELS
-from mmgpd.reparam import HardStudent
+from mmgpd.reparam import UnsupportedModuleError
 
+from ..tasks import task_for
 from ..utils import mark_initialized
 
 MODEL_NAMES = ('student', 'dynamic_teacher', 'static_teacher')
 
 
-def _head(model: nn.Module) -> nn.Module:
-    """The classification head of a (view of an) mmpretrain classifier."""
-    if isinstance(model, HardStudent):
-        model = model.template
-    head = getattr(model, 'head', None)
-    if head is None or not hasattr(head, '_get_loss'):
-        raise TypeError(f'{type(model).__name__} has no mmpretrain ClsHead; GPD '
-                        'classification needs an ImageClassifier-like model')
-    return head
-
-
-def _num_classes(model: nn.Module) -> Optional[int]:
-    return getattr(getattr(model, 'head', None), 'num_classes', None)
-
-
 @MODELS.register_module()
 class GPD(BaseModel):
-    """Gap Preserving Distillation for mmpretrain classifiers.
+    """Gap Preserving Distillation for mmpretrain classifiers and mmdet detectors.
 
     Args:
-        architecture (dict): Config of the student (an mmpretrain classifier).
+        architecture (dict): Config of the student: an mmpretrain classifier or
+            a single-stage mmdet detector (e.g. ``{{_base_.model}}`` of an
+            ``mmpretrain::`` / ``mmdet::`` config). Its task adapter
+            (``mmgpd.models.tasks``) says how outputs, losses and predictions
+            are read.
         distiller (dict): Config of the :class:`GPDDistiller`.
         teacher (dict, optional): Config of the static teacher T_s.
         teacher_ckpt (str, optional): Checkpoint of T_s (required with
@@ -94,10 +84,20 @@ class GPD(BaseModel):
         student = MODELS.build(architecture)
         super().__init__(data_preprocessor=student.data_preprocessor,
                          init_cfg=init_cfg)
+        self.task = task_for(student)
+        getattr(self.task, 'check_student', lambda s: None)(student)
         # Initialise (or load the pretrained) student before IR copies it.
         student.init_weights()
         self.distiller = MODELS.build(copy.deepcopy(distiller))
-        self.student = self.distiller.build_dynamic_teacher(student)
+        example_inputs, forward_fn = self.task.ir_inputs(student)
+        try:
+            self.student = self.distiller.build_dynamic_teacher(
+                student, example_inputs, forward_fn)
+        except UnsupportedModuleError as exc:  # name the config key first
+            raise UnsupportedModuleError(
+                [('model.architecture', type(student).__name__,
+                  f'no exact IR rule for the {len(exc.modules)} module(s) / '
+                  'op(s) below')] + exc.modules) from None
         self.eval_model = eval_model
         self.evaluate_teachers = evaluate_teachers
         self.teacher = None
@@ -108,15 +108,16 @@ class GPD(BaseModel):
             raise ValueError('model.teacher_ckpt is set but model.teacher is not')
 
     # ------------------------------------------------------------------ build
-    @staticmethod
-    def _build_static_teacher(cfg, ckpt, student):
+    def _build_static_teacher(self, cfg, ckpt, student):
         from mmengine.runner import load_checkpoint
-        t_cls, s_cls = cfg.get('head', {}).get('num_classes'), _num_classes(student)
-        if t_cls is not None and s_cls is not None and t_cls != s_cls:
-            raise ValueError(
-                f'model.teacher.head.num_classes ({t_cls}) differs from the '
-                f"student's model.architecture.head.num_classes ({s_cls})")
+        self.task.check_teacher(cfg, student)
         teacher = MODELS.build(copy.deepcopy(cfg))
+        if not self.task.accepts(teacher):
+            raise TypeError(f'model.teacher builds {type(teacher).__name__}, '
+                            f'not a model of the student\'s task '
+                            f'({self.task.name})')
+        getattr(self.task, 'check_teacher_model', lambda t, s: None)(
+            teacher, student)
         if ckpt is None:
             raise ValueError('model.teacher_ckpt is required with model.teacher '
                              '(a static teacher must be trained)')
@@ -164,32 +165,23 @@ class GPD(BaseModel):
 
     def loss(self, inputs: torch.Tensor, data_samples: List) -> dict:
         """All GPD loss terms on one (preprocessed, batch-augmented) batch."""
-        logits, task = {}, {}
+        outputs, task = {}, {}
         names = ['student']
         if self.distiller.gpd_enabled:
             names.append('dynamic_teacher')
         models = self.models()
         for name in names:
-            logits[name] = models[name](inputs, mode='tensor')
-            task[name] = _head(models[name])._get_loss(logits[name], data_samples)
-        if self.teacher is not None and self.distiller.kd_loss is not None:
+            outputs[name], task[name] = self.task.outputs(
+                models[name], inputs, data_samples)
+        if self.teacher is not None and self.distiller.uses_static_teacher:
             with torch.no_grad():
-                logits['static_teacher'] = self.teacher(inputs, mode='tensor')
-        return self.distiller.loss(logits, task, data_samples)
+                outputs['static_teacher'], _ = self.task.outputs(
+                    self.teacher, inputs, data_samples, with_loss=False)
+        gt = self.task.gt(data_samples, inputs.device)
+        return self.distiller.loss(outputs, task, gt)
 
     def predict(self, inputs: torch.Tensor, data_samples=None) -> List:
         """Predictions of ``eval_model``; with ``evaluate_teachers`` the other
-        models' scores ride along as ``pred_score_<name>`` / ``pred_label_<name>``."""
-        models = self.models()
-        logits = {}
-        for name, model in models.items():
-            if name == self.eval_model or self.evaluate_teachers:
-                logits[name] = model(inputs, mode='tensor')
-        samples = _head(models[self.eval_model])._get_predictions(
-            logits[self.eval_model], data_samples)
-        for name, value in logits.items():
-            score = torch.softmax(value, dim=1)
-            for sample, s, label in zip(samples, score, score.argmax(dim=1)):
-                sample.set_field(s, f'pred_score_{name}')
-                sample.set_field(label.view(1), f'pred_label_{name}')
-        return samples
+        models' predictions ride along (``pred_*_<name>`` fields)."""
+        return self.task.predict(self.models(), self.eval_model,
+                                 self.evaluate_teachers, inputs, data_samples)

@@ -5,6 +5,12 @@ Per iteration (z = logits, sg = stop-gradient)::
     L = w_S · task(S) + w_Td · task(T_d)
         + KD(T_s → S) + KD(T_s → T_d)          (only with a static teacher)
         + λ · SCE(sg(T_d) → S)                  (the gap term, λ = 3 in the recipe)
+        + F(S, fold(sg(T_d))) [+ F(S, T_s) + F(fold(T_d), T_s)]   (feat_loss)
+
+For detectors z are the dense classification maps (``DenseKDLoss``) and F a
+feature loss on the FPN levels, compared in the student's space: T_d's levels
+are folded back by the inverse of IR's replica map (``fold_to_student``,
+parameter-free, exact at init).
 
 Every term can be switched off (weight 0 / loss None) and weighted; the GPD
 terms (task(T_d), KD(T_s → T_d), the gap term) can also be paused as a whole
@@ -18,7 +24,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmgpd.registry import MODELS
-from mmgpd.reparam import HardStudent, inverse_reparameterize
+from mmgpd.reparam import HardStudent, fold_to_student, inverse_reparameterize
 
 from ..utils import mark_initialized
 
@@ -62,6 +68,9 @@ class GPDDistiller(BaseModule):
             into: ``'student'``, ``'dynamic_teacher'``. Defaults to both.
         gap_loss (dict, optional): The T_d → S term on ``sg(T_d)`` logits.
             Defaults to ``SoftTargetCrossEntropy(smoothing=0.1)`` with weight 3.
+        feat_loss (dict, optional): Feature distillation on the models'
+            ``feats`` (detectors: the FPN levels), T_d → S and, with a static
+            teacher, T_s → S and T_s → T_d (``kd_targets``). Defaults to None.
         enable_dynamic_teacher (bool): Build T_d at all. ``False`` gives the
             plain distillation baselines in the same framework: the student
             trains its own parameters with ``task(S)`` (+ ``KD(T_s → S)`` with a
@@ -84,6 +93,7 @@ class GPDDistiller(BaseModule):
                  gap_loss: Optional[dict] = dict(
                      type='mmgpd.SoftTargetCrossEntropy', smoothing=0.1,
                      loss_weight=3.0),
+                 feat_loss: Optional[dict] = None,
                  enable_dynamic_teacher: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -102,6 +112,7 @@ class GPDDistiller(BaseModule):
         self.kd_loss = _build_loss(kd_loss, 'kd_loss')
         self.kd_targets = tuple(kd_targets)
         self.gap_loss = _build_loss(gap_loss, 'gap_loss')
+        self.feat_loss = _build_loss(feat_loss, 'feat_loss')
         self.enable_dynamic_teacher = enable_dynamic_teacher
         self._gpd_enabled = enable_dynamic_teacher
         self.dynamic_teacher = None
@@ -115,8 +126,13 @@ class GPDDistiller(BaseModule):
     def gpd_enabled(self, value: bool):
         self._gpd_enabled = bool(value)
 
-    def build_dynamic_teacher(self, student: nn.Module,
-                              example_inputs=None) -> nn.Module:
+    @property
+    def uses_static_teacher(self) -> bool:
+        """Whether any term reads the static teacher's outputs."""
+        return self.kd_loss is not None or self.feat_loss is not None
+
+    def build_dynamic_teacher(self, student: nn.Module, example_inputs=None,
+                              forward_fn=None) -> nn.Module:
         """IR: grow T_d out of ``student`` (registered as ``dynamic_teacher``).
 
         Returns:
@@ -130,8 +146,8 @@ class GPDDistiller(BaseModule):
             int(torch.randint(0, 2**31 - 1, ()).item()))
         try:
             teacher = inverse_reparameterize(
-                student, example_inputs=example_inputs, generator=generator,
-                **self.ir_kwargs)
+                student, example_inputs=example_inputs, forward_fn=forward_fn,
+                generator=generator, **self.ir_kwargs)
         except ValueError as exc:
             raise ValueError(f'model.distiller (ratio={self.ir_kwargs["ratio"]!r}'
                              f'): {exc}') from exc
@@ -141,16 +157,18 @@ class GPDDistiller(BaseModule):
             return HardStudent(teacher, grad_rescale=self.grad_rescale)
         return student
 
-    def loss(self, logits: Dict[str, torch.Tensor], task_losses: Dict[str, dict],
-             data_samples) -> Dict[str, torch.Tensor]:
+    def loss(self, outputs: Dict[str, dict], task_losses: Dict[str, dict],
+             gt: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Combine the loss terms.
 
         Args:
-            logits (dict[str, Tensor]): (N, K) logits of ``student``,
-                ``dynamic_teacher`` (when GPD is on) and ``static_teacher``
-                (when there is one).
+            outputs (dict[str, dict]): Per model (``student``,
+                ``dynamic_teacher`` when GPD is on, ``static_teacher`` when
+                there is one): ``'logits'`` — (N, K) logits, or a list of dense
+                classification maps (N, A·K, H, W) — and, for detectors,
+                ``'feats'`` (T_d's C'-wide).
             task_losses (dict[str, dict]): Each model's own head losses.
-            data_samples (list): The batch's data samples (gt labels).
+            gt (Tensor, optional): (N,) labels for label-aware KD (DKD).
 
         Returns:
             dict[str, Tensor]: Named, weighted terms (MMEngine sums every key
@@ -166,20 +184,46 @@ class GPDDistiller(BaseModule):
                     out[key.replace('loss', f'loss_{name}', 1)] = value * w
                 else:  # e.g. accuracy_top-1: logged, not summed
                     out[f'{name}_{key}'] = value
-        gt = _gt_labels(data_samples, logits['student'].device)
-        if self.kd_loss is not None and 'static_teacher' in logits:
+        logits = {k: v['logits'] for k, v in outputs.items()}
+        static = 'static_teacher' in outputs
+        if self.kd_loss is not None and static:
             for name in self.kd_targets:
                 if name in logits:
                     out[f'loss_kd_static_to_{name}'] = self.kd_loss(
                         logits[name], logits['static_teacher'], gt)
         if self.gap_loss is not None and 'dynamic_teacher' in logits:
-            out['loss_gap'] = self.gap_loss(logits['student'],
-                                            logits['dynamic_teacher'].detach(),
-                                            gt)
+            out['loss_gap'] = self.gap_loss(
+                logits['student'], _detach(logits['dynamic_teacher']), gt)
+        if self.feat_loss is not None:
+            out.update(self._feature_terms(outputs))
+        return out
+
+    def _feature_terms(self, outputs: Dict[str, dict]) -> Dict[str, torch.Tensor]:
+        """Feature distillation, every pair compared in the student's space."""
+        if 'feats' not in outputs['student']:
+            raise ValueError('model.distiller.feat_loss: the student gives no '
+                             'features to distil (detectors only)')
+        feats = {'student': outputs['student']['feats']}
+        widths = [f.shape[1] for f in feats['student']]
+        if 'dynamic_teacher' in outputs:
+            feats['dynamic_teacher'] = [
+                fold_to_student(f, c) for f, c in
+                zip(outputs['dynamic_teacher']['feats'], widths)]
+        out = {}
+        if 'dynamic_teacher' in feats:
+            out['loss_feat_dynamic_to_student'] = self.feat_loss(
+                feats['student'], _detach(feats['dynamic_teacher']))
+        if 'static_teacher' in outputs:
+            static = outputs['static_teacher']['feats']
+            for name in self.kd_targets:
+                if name in feats:
+                    out[f'loss_feat_static_to_{name}'] = self.feat_loss(
+                        feats[name], static)
         return out
 
 
-def _gt_labels(data_samples, device):
-    if not data_samples or 'gt_label' not in data_samples[0]:
-        return None
-    return torch.cat([s.gt_label for s in data_samples]).to(device)
+def _detach(x):
+    """Stop-gradient of a tensor or of a list of per-level tensors."""
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    return [t.detach() for t in x]

@@ -1,0 +1,114 @@
+"""Distillation losses on a detector's dense outputs (one tensor per FPN level).
+
+* :class:`DenseKDLoss` — KD on the dense classification maps of a sigmoid head
+  (RetinaNet, FCOS, ATSS ...): binary KL per class and location.
+* :class:`FeatureMSELoss` — feature distillation on the FPN levels, both sides
+  in the student's space (a dynamic teacher's levels are folded back by
+  :func:`mmgpd.reparam.fold_to_student` before they get here).
+
+Both take ``(student, teacher, gt=None)`` like the classification losses, with
+``student`` / ``teacher`` a sequence of same-shape tensors (one per level), and
+detach the teacher side (stop-gradient).
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmgpd.registry import MODELS
+
+from .kd import check_arg
+
+
+def check_levels(student: Sequence[torch.Tensor],
+                 teacher: Sequence[torch.Tensor]) -> None:
+    """Same number of levels, each ``(N, C, H, W)`` of the same shape."""
+    if isinstance(student, torch.Tensor) or isinstance(teacher, torch.Tensor):
+        raise ValueError('dense losses take one tensor per level (a list / '
+                         'tuple), got a single tensor')
+    if len(student) != len(teacher):
+        raise ValueError(f'student has {len(student)} levels, teacher '
+                         f'{len(teacher)}')
+    for i, (s, t) in enumerate(zip(student, teacher)):
+        if s.shape != t.shape:
+            raise ValueError(f'level {i}: student {tuple(s.shape)} and teacher '
+                             f'{tuple(t.shape)} differ (same anchors / classes / '
+                             'FPN width needed)')
+
+
+@MODELS.register_module()
+class DenseKDLoss(nn.Module):
+    """KD on dense sigmoid classification maps.
+
+    For each level, class channel and location, the binary KL between the
+    teacher's and the student's ``sigmoid(z / T)``; summed over the channels
+    (anchors × classes), averaged over the locations of all levels, times T²::
+
+        loss = w · T² · Σ_{levels, c, h, w} KL_bin(σ(t/T) ‖ σ(s/T)) / Σ_levels N·H·W
+
+    Zero when the maps are equal (a dynamic teacher at init).
+
+    Args:
+        temperature (float): T > 0. Defaults to 1.0.
+        loss_weight (float): w >= 0. Defaults to 1.0.
+    """
+
+    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
+        super().__init__()
+        check_arg(temperature > 0, 'temperature', temperature, '> 0')
+        check_arg(loss_weight >= 0, 'loss_weight', loss_weight, '>= 0')
+        self.temperature = float(temperature)
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, student: Sequence[torch.Tensor],
+                teacher: Sequence[torch.Tensor],
+                gt=None) -> torch.Tensor:
+        check_levels(student, teacher)
+        t = self.temperature
+        total, locations = 0.0, 0
+        for s, q in zip(student, teacher):
+            s, q = s / t, q.detach() / t
+            # KL(Bern(p_q) || Bern(p_s)) with log-sigmoids (stable)
+            log_ps, log_1ps = F.logsigmoid(s), F.logsigmoid(-s)
+            log_pq, log_1pq = F.logsigmoid(q), F.logsigmoid(-q)
+            kl = log_pq.exp() * (log_pq - log_ps) + \
+                log_1pq.exp() * (log_1pq - log_1ps)
+            total = total + kl.sum()
+            locations += s.shape[0] * s[0, 0].numel()
+        return self.loss_weight * t**2 * total / max(locations, 1)
+
+
+@MODELS.register_module()
+class FeatureMSELoss(nn.Module):
+    """Mean squared error between feature maps, averaged over the levels.
+
+    Args:
+        loss_weight (float): Weight >= 0. Defaults to 1.0.
+        normalize (bool): Standardise each teacher / student map over its
+            channels first (scale-free; avoids the loss dominating early).
+            Defaults to False.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, normalize: bool = False):
+        super().__init__()
+        check_arg(loss_weight >= 0, 'loss_weight', loss_weight, '>= 0')
+        self.loss_weight = float(loss_weight)
+        self.normalize = normalize
+
+    @staticmethod
+    def _standardize(x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean(dim=1, keepdim=True)) / (
+            x.std(dim=1, keepdim=True) + 1e-6)
+
+    def forward(self, student: Sequence[torch.Tensor],
+                teacher: Sequence[torch.Tensor],
+                gt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_levels(student, teacher)
+        total = 0.0
+        for s, q in zip(student, teacher):
+            q = q.detach()
+            if self.normalize:
+                s, q = self._standardize(s), self._standardize(q)
+            total = total + F.mse_loss(s, q)
+        return self.loss_weight * total / len(student)
