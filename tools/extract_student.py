@@ -108,7 +108,10 @@ def extract(args):
             source=args.source, ema=args.ema, gpd_config=osp.basename(args.config),
             gpd_checkpoint=osp.basename(args.checkpoint),
             epoch=meta.get('epoch'), iter=meta.get('iter'),
-            ratio=float(algorithm.distiller.ir_kwargs['ratio'])))
+            ratio=float(algorithm.distiller.ir_kwargs['ratio']),
+            # classes etc. (mmengine's Runner saves them): DetInferencer reads them
+            **({'dataset_meta': meta['dataset_meta']}
+               if meta.get('dataset_meta') else {})))
         save_atomic(ckpt, ckpt_path)
         step('wrote student.py and student.pth')
 

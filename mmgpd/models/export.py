@@ -186,11 +186,30 @@ def load_gpd(cfg, ckpt_path: str, ema: bool = False):
     return model.eval(), ckpt.get('meta', {})
 
 
+def _to_plain(obj):
+    """Replace every mmgpd type that has a plain OpenMMLab equivalent (a
+    ``plain_cfg`` classmethod: ``ShapesDataset`` -> mmdet ``CocoDataset`` on the
+    same files, ``PerModelMetric`` -> its inner metric); others stay."""
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_plain(v) for v in obj)
+    if not isinstance(obj, dict):
+        return obj
+    typ = obj.get('type')
+    if isinstance(typ, str) and typ.startswith('mmgpd.'):
+        from mmgpd.registry import DATASETS, METRICS
+        for registry in (DATASETS, METRICS):
+            cls = registry.get(typ)
+            if cls is not None and hasattr(cls, 'plain_cfg'):
+                return _to_plain(cls.plain_cfg(copy.deepcopy(dict(obj))))
+    return type(obj)((k, _to_plain(v)) for k, v in obj.items())
+
+
 def plain_student_config(cfg) -> dict:
     """A config of the student alone: no mmgpd type, nothing inherited.
 
     Model (``architecture`` with the data preprocessor), ``default_scope`` and
-    every data / evaluation section that names no mmgpd type.
+    every data / evaluation section that names no mmgpd type once the types
+    with a plain equivalent are replaced (:func:`_to_plain`).
     """
     model = copy.deepcopy(cfg.model.architecture)
     _strip_pretrained(model)
@@ -201,7 +220,7 @@ def plain_student_config(cfg) -> dict:
             'mmgpd.' not in repr(cfg.test_pipeline):
         out['test_pipeline'] = copy.deepcopy(cfg.test_pipeline)
     for split in ('val', 'test'):  # MMEngine wants each trio whole or absent
-        trio = {f'{split}_{k}': cfg.get(f'{split}_{k}')
+        trio = {f'{split}_{k}': _to_plain(copy.deepcopy(cfg.get(f'{split}_{k}')))
                 for k in ('dataloader', 'cfg', 'evaluator')}
         if all(v is not None for v in trio.values()) and \
                 'mmgpd.' not in repr(trio):

@@ -1,4 +1,5 @@
 """GPDHook: the gap at every validation, the deployable student, the GPD schedule."""
+import copy
 import os.path as osp
 import random
 from typing import Dict, Optional
@@ -25,7 +26,14 @@ class GPDHook(Hook):
         gpd/acc_student, gpd/acc_dynamic_teacher, gpd/acc_static_teacher,
         gpd/gap_dynamic (T_d − S), gpd/gap_static (T_s − S)
 
-    (top-1, %), and writes the extracted student as a plain mmpretrain
+    (top-1, %; counted from the ``pred_label_<name>`` fields GPD's classification
+    ``predict`` attaches). With ``metric_key`` (detectors: e.g.
+    ``'coco/bbox_mAP'`` of :class:`~mmgpd.evaluation.PerModelMetric`) the
+    per-model scores are read from the metrics instead, and reported as
+    ``gpd/bbox_mAP_student``, ``gpd/bbox_mAP_dynamic_teacher`` ... and the
+    same ``gpd/gap_dynamic`` / ``gpd/gap_static``.
+
+    It writes the extracted student as a plain mmpretrain / mmdet
     checkpoint: ``<work_dir>/student_latest.pth`` and, when the student's
     accuracy improves, ``student_best.pth`` (atomically).  Its state (best
     accuracy) and the Python / NumPy / torch RNG states travel in training
@@ -37,16 +45,21 @@ class GPDHook(Hook):
         gpd_stop_epoch (int, optional): First epoch with them off again.
             Defaults to None (never).
         save_student (bool): Write the student files. Defaults to True.
+        metric_key (str, optional): Metric whose per-model values
+            (``<name>/<metric_key>``; the evaluated model's is ``metric_key``)
+            are the scores. Defaults to None (count top-1).
     """
     priority = 'NORMAL'  # after RuntimeInfoHook, before LoggerHook / CheckpointHook
 
     def __init__(self, gpd_start_epoch: int = 0,
-                 gpd_stop_epoch: Optional[int] = None, save_student: bool = True):
+                 gpd_stop_epoch: Optional[int] = None, save_student: bool = True,
+                 metric_key: Optional[str] = None):
         if gpd_stop_epoch is not None and gpd_stop_epoch <= gpd_start_epoch:
             raise ValueError('GPDHook: gpd_stop_epoch must be after gpd_start_epoch')
         self.gpd_start_epoch = gpd_start_epoch
         self.gpd_stop_epoch = gpd_stop_epoch
         self.save_student = save_student
+        self.metric_key = metric_key
         self.best_acc = -1.0
         self._counts: Dict[str, torch.Tensor] = {}
 
@@ -65,6 +78,8 @@ class GPDHook(Hook):
         self._counts = {}
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.metric_key is not None:
+            return  # the scores come from the metrics
         for sample in outputs or ():
             gt = sample.gt_label.view(-1)[0]
             for name in NAMES:
@@ -74,9 +89,7 @@ class GPDHook(Hook):
                     count = self._counts.setdefault(name, torch.zeros(2))
                     count += torch.tensor([hit, 1.0])
 
-    def after_val_epoch(self, runner, metrics=None):
-        if metrics is None:
-            metrics = {}
+    def _counted_accuracy(self) -> Dict[str, float]:
         acc = {}
         for name in NAMES:
             if name not in self._counts:
@@ -84,23 +97,52 @@ class GPDHook(Hook):
             count = self._counts[name].clone()
             all_reduce(count)
             acc[name] = 100.0 * float(count[0] / count[1].clamp_min(1))
-        results = {f'gpd/acc_{name}': value for name, value in acc.items()}
-        if 'student' in acc:
+        return acc
+
+    def _metric_scores(self, runner, metrics) -> Dict[str, float]:
+        evaluated = self._algorithm(runner).eval_model
+        scores = {}
+        for name in NAMES:
+            key = self.metric_key if name == evaluated else \
+                f'{name}/{self.metric_key}'
+            if key in metrics:
+                scores[name] = float(metrics[key])
+        if evaluated not in scores and metrics:
+            raise KeyError(f'GPDHook.metric_key: {self.metric_key!r} is not '
+                           f'among the validation metrics {sorted(metrics)}')
+        return scores
+
+    def after_val_epoch(self, runner, metrics=None):
+        if metrics is None:
+            metrics = {}
+        if self.metric_key is None:
+            scores, label = self._counted_accuracy(), 'acc'
+        else:
+            scores = self._metric_scores(runner, metrics)
+            label = self.metric_key.split('/')[-1]
+        results = {f'gpd/{label}_{name}': value for name, value in scores.items()}
+        if 'student' in scores:
             for name, short in (('dynamic_teacher', 'dynamic'),
                                 ('static_teacher', 'static')):
-                if name in acc:
-                    results[f'gpd/gap_{short}'] = acc[name] - acc['student']
+                if name in scores:
+                    results[f'gpd/gap_{short}'] = scores[name] - scores['student']
+        if not scores:
+            runner.logger.warning('GPDHook: no per-model scores this validation '
+                                  '(no predictions to evaluate?)')
         for key, value in results.items():
             metrics[key] = value
             runner.message_hub.update_scalar(f'val/{key}', value)
         if self.save_student and is_main_process():
-            self._save(runner, acc.get('student'))
+            self._save(runner, scores.get('student'), label)
 
-    def _save(self, runner, student_acc):
+    def _save(self, runner, student_acc, label='acc'):
         algorithm = self._algorithm(runner)
         student = student_from_algorithm(algorithm, 'student')
-        meta = dict(epoch=runner.epoch, iter=runner.iter,
-                    source='gpd_student', accuracy_top1=student_acc)
+        meta = dict(epoch=runner.epoch, iter=runner.iter, source='gpd_student')
+        meta['accuracy_top1' if label == 'acc' else label] = student_acc
+        dataset_meta = _dataset_meta(runner)
+        if dataset_meta is not None:  # classes, for DetInferencer & co.
+            meta['dataset_meta'] = dataset_meta
         ckpt = plain_checkpoint(student, meta)
         save_atomic(ckpt, osp.join(runner.work_dir, 'student_latest.pth'))
         if student_acc is not None and student_acc > self.best_acc:
@@ -124,3 +166,11 @@ class GPDHook(Hook):
             random.setstate(rng['python'])
             np.random.set_state(rng['numpy'])
             torch.set_rng_state(rng['torch'])
+
+
+def _dataset_meta(runner) -> Optional[dict]:
+    try:
+        meta = runner.train_dataloader.dataset.metainfo
+    except Exception:  # noqa: BLE001 - no train dataloader (test-only runs)
+        return None
+    return copy.deepcopy(dict(meta)) if meta else None

@@ -1,0 +1,39 @@
+# Plain mmdet RetinaNet-R18-FPN on the generated shapes set (mmgpd.ShapesDataset,
+# written on first use): the student of configs/gpd_det/retinanet_r18_fpn_shapes.py
+# and the config an extracted student is tested with. Sized for a CPU: from
+# scratch (no ImageNet weights), a 64-wide FPN and a 2-conv head, anchors from
+# 16 px (the objects are 14-56 px on 128x128 images).
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    '../_base_/datasets/shapes_det.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+model = dict(
+    backbone=dict(
+        depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+    bbox_head=dict(
+        num_classes=4,  # ShapesDataset: square, circle, triangle, cross
+        in_channels=64,
+        feat_channels=64,
+        stacked_convs=2,
+        anchor_generator=dict(octave_base_scale=2)))
+
+max_epochs = 12
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=3)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
+    clip_grad=dict(max_norm=10, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs,
+         T_max=max_epochs, convert_to_iter_based=True),
+]
+default_hooks = dict(checkpoint=dict(interval=3, max_keep_ckpts=1),
+                     logger=dict(interval=10))
+randomness = dict(seed=0)
