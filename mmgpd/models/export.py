@@ -216,9 +216,9 @@ def plain_student_config(cfg) -> dict:
     if cfg.get('data_preprocessor') is not None:
         model.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
     out = dict(default_scope=cfg.get('default_scope', 'mmpretrain'), model=model)
-    if cfg.get('test_pipeline') is not None and \
-            'mmgpd.' not in repr(cfg.test_pipeline):
-        out['test_pipeline'] = copy.deepcopy(cfg.test_pipeline)
+    for key in ('test_pipeline', 'visualizer'):  # inferencers read both
+        if cfg.get(key) is not None and 'mmgpd.' not in repr(cfg[key]):
+            out[key] = copy.deepcopy(cfg[key])
     for split in ('val', 'test'):  # MMEngine wants each trio whole or absent
         trio = {f'{split}_{k}': _to_plain(copy.deepcopy(cfg.get(f'{split}_{k}')))
                 for k in ('dataloader', 'cfg', 'evaluator')}
