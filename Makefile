@@ -4,8 +4,9 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install test demo bench-reparam check-env clean-venv
+.PHONY: install test demo demo-det bench bench-quick bench-reparam check-env clean-venv
 
 ## install: create .venv and install the pinned OpenMMLab stack (idempotent)
 install:
@@ -14,6 +15,18 @@ install:
 ## demo: GPD from scratch on the embedded digits data, extract + test the student
 demo: install
 	$(PYTHON) tools/demo.py $(DEMO_ARGS)
+
+## demo-det: GPD for detection (RetinaNet-R18) on the generated shapes set
+demo-det: install
+	$(PYTHON) tools/demo_det.py $(DEMO_ARGS)
+
+## bench: all benchmarks (exactness, cost, accuracy on digits; ~1 h on 2 cores) -> results/
+bench: install
+	$(PYTHON) -m benchmarks.run_all $(BENCH_ARGS)
+
+## bench-quick: smoke test of `make bench` (a few minutes), into a temporary dir
+bench-quick: install
+	$(PYTHON) -m benchmarks.run_all --quick $(BENCH_ARGS)
 
 ## bench-reparam: cost of CBR per step and of extraction (tools/benchmark_reparam.py)
 bench-reparam: install

@@ -7,7 +7,8 @@ draws one PNG with two panels:
 * top: top-1 accuracy over training of the student S (``gpd/acc_student``, or
   ``accuracy/top1`` for a plain run without the GPD keys), the dynamic teacher
   T_d (``gpd/acc_dynamic_teacher``) and the static teacher T_s
-  (``gpd/acc_static_teacher``) where logged;
+  (``gpd/acc_static_teacher``) where logged — for detection runs the bbox mAP
+  (``gpd/bbox_mAP_<model>``, or ``coco/bbox_mAP`` for a plain run);
 * bottom: the gaps T_d - S (``gpd/gap_dynamic``) and T_s - S
   (``gpd/gap_static``) where logged; a run without gap keys adds nothing here.
 
@@ -44,13 +45,18 @@ ACC_SERIES = (
 )
 #: Key used for S when a run logs no GPD accuracies (a plain run).
 PLAIN_ACC_KEY = 'accuracy/top1'
+#: Detection runs: the same series with mAP (GPDHook(metric_key='coco/bbox_mAP')).
+DET_SERIES = tuple((k.replace('/acc_', '/bbox_mAP_'), n, st)
+                   for k, n, st in ACC_SERIES)
+PLAIN_DET_KEY = 'coco/bbox_mAP'
 #: Gap series of the bottom panel: (log key, legend name, line style).
 GAP_SERIES = (
     ('gpd/gap_dynamic', 'T_d − S', '--'),
     ('gpd/gap_static', 'T_s − S', ':'),
 )
 #: Keys that mark a log line as a validation entry worth plotting.
-VAL_KEYS = frozenset([PLAIN_ACC_KEY] + [k for k, _, _ in ACC_SERIES + GAP_SERIES])
+VAL_KEYS = frozenset([PLAIN_ACC_KEY, PLAIN_DET_KEY] + [
+    k for k, _, _ in ACC_SERIES + DET_SERIES + GAP_SERIES])
 #: Keys only training lines carry.
 TRAIN_KEYS = frozenset(['lr', 'loss', 'iter'])
 
@@ -205,12 +211,16 @@ def plot(runs, out, title=None, xlabel='epoch'):
         2, 1, sharex=True, figsize=(8, 7),
         gridspec_kw=dict(height_ratios=(3, 2)))
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    any_gap = False
+    any_gap, detection = False, False
     for i, (label, entries) in enumerate(runs):
         color = colors[i % len(colors)]
-        for key, name, style in ACC_SERIES:
-            if key == 'gpd/acc_student' and not any(key in e for e in entries):
-                key = PLAIN_ACC_KEY  # a plain run: its only model is S
+        det = any(DET_SERIES[0][0] in e or PLAIN_DET_KEY in e for e in entries)
+        detection |= det
+        series, plain_key = (DET_SERIES, PLAIN_DET_KEY) if det else (
+            ACC_SERIES, PLAIN_ACC_KEY)
+        for key, name, style in series:
+            if key == series[0][0] and not any(key in e for e in entries):
+                key = plain_key  # a plain run: its only model is S
             xs, ys = _series(entries, key)
             if xs:
                 ax_acc.plot(xs, ys, style, marker='o', markersize=3,
@@ -221,8 +231,8 @@ def plot(runs, out, title=None, xlabel='epoch'):
                 any_gap = True
                 ax_gap.plot(xs, ys, style, marker='o', markersize=3,
                             color=color, label=f'{label}: {name}')
-    ax_acc.set_ylabel('top-1 accuracy (%)')
-    ax_acc.set_title('accuracy')
+    ax_acc.set_ylabel('bbox mAP' if detection else 'top-1 accuracy (%)')
+    ax_acc.set_title('mAP' if detection else 'accuracy')
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(fontsize='small', loc='best')
     ax_gap.axhline(0.0, color='grey', linewidth=0.8)
