@@ -1,6 +1,6 @@
 """`make demo-det`: GPD for detection on the generated shapes set, end to end.
 
-1. generates the shapes set (``data/shapes``, COCO format, once) and trains
+1. generates the shapes set (``data/shapes_64``, COCO format, once) and trains
    ``configs/gpd_det/retinanet_r18_fpn_shapes.py`` (RetinaNet-R18-FPN student +
    2x dynamic teacher, hard strategy) with MMEngine's Runner;
 2. extracts the student with ``tools/extract_student.py`` (CBR of T_d) into a
@@ -32,7 +32,9 @@ KEYS = ('gpd/bbox_mAP_student', 'gpd/bbox_mAP_dynamic_teacher', 'gpd/gap_dynamic
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs/demo_det'))
-    parser.add_argument('--data-root', default=osp.join(ROOT, 'data/shapes/'))
+    parser.add_argument('--data-root', default=None,
+                        help="where the shapes set is generated (default: the "
+                        "config's data/shapes_64/; --quick: inside --work-dir)")
     parser.add_argument('--epochs', type=int, default=None,
                         help='training epochs (default: the config\'s)')
     parser.add_argument('--quick', action='store_true',
@@ -41,6 +43,8 @@ def parse_args(argv=None):
 
 
 def _set_data_root(cfg, root, quick):
+    if root is None:
+        return
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = cfg[key].dataset
         dataset.data_root = root
@@ -57,7 +61,7 @@ def main(argv=None):
     cfg = Config.fromfile(GPD_CFG)
     cfg.work_dir = gpd_dir
     root = args.data_root
-    if args.quick and root == parse_args([]).data_root:
+    if args.quick and root is None:
         root = osp.join(args.work_dir, 'shapes_quick/')
     _set_data_root(cfg, root, args.quick)
     if args.quick:

@@ -35,6 +35,9 @@ class PerModelMetric(BaseMetric):
             scored too. Defaults to student, dynamic and static teacher.
     """
 
+    #: Unused (keys come from the inner metrics); set so mmengine does not warn.
+    default_prefix = 'per_model'
+
     def __init__(self, metric: dict, pred_field: str = 'pred_instances',
                  models: Sequence[str] = OTHER_MODELS,
                  collect_device: str = 'cpu', prefix: Optional[str] = None):

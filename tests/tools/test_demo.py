@@ -21,3 +21,16 @@ def test_demo_end_to_end(tmp_path, capsys):
     import torch
     ckpt = torch.load(tmp_path / 'gpd' / 'student_latest.pth', weights_only=True)
     assert set(ckpt) == {'state_dict', 'meta'}
+
+
+def test_demo_det_end_to_end(tmp_path, capsys):
+    """`make demo-det`, shortened: train, extract, plain mmdet test, plot."""
+    import demo_det
+    out = demo_det.main(['--quick', '--work-dir', str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert 'dynamic teacher T_d' in printed and 'plain mmdet test' in printed
+    assert out['extracted']['coco/bbox_mAP'] == \
+        __import__('pytest').approx(out['gap']['bbox_mAP_student'], abs=1e-6)
+    assert osp.isfile(tmp_path / 'shapes_quick' / 'meta.json')  # not in data/
+    assert open(out['png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    assert 'mmgpd' not in (tmp_path / 'student' / 'student.py').read_text()
