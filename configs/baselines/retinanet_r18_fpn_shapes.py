@@ -1,8 +1,9 @@
 # Plain mmdet RetinaNet-R18-FPN on the generated shapes set (mmgpd.ShapesDataset,
 # written on first use): the student of configs/gpd_det/retinanet_r18_fpn_shapes.py
 # and the config an extracted student is tested with. Sized for a CPU: from
-# scratch (no ImageNet weights), a 64-wide FPN and a 2-conv head, anchors from
-# 16 px, the set generated at 64x64 (objects of 14-32 px).
+# scratch (no ImageNet weights), a half-width ResNet-18 (base_channels 32: its
+# 2x dynamic teacher has the standard R18 widths), a 64-wide FPN and a 2-conv
+# head, anchors from 16 px, the set generated at 64x64 (objects of 14-32 px).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     '../_base_/datasets/shapes_det.py',
@@ -11,8 +12,9 @@ _base_ = [
 
 model = dict(
     backbone=dict(
-        depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
-    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+        depth=18, base_channels=32, frozen_stages=-1, norm_eval=False,
+        init_cfg=None),
+    neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
     bbox_head=dict(
         num_classes=4,  # ShapesDataset: square, circle, triangle, cross
         in_channels=64,

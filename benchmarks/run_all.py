@@ -1,0 +1,350 @@
+"""`make bench`: every benchmark, one report.
+
+Runs, in this order, each in this process with its own ``main(argv)``:
+
+1. :mod:`benchmarks.exactness` — IR / CBR deviations over the model zoo;
+2. :mod:`benchmarks.cost` — time and memory per training step;
+3. :mod:`benchmarks.accuracy` — GPD vs student / KD / DKD on digits (full and
+   10 % training labels, 5 seeds) and the gap plots;
+
+then writes ``<out-dir>/bench.md`` and ``<out-dir>/bench.json`` (atomically),
+with the date, the machine (CPU model, cores, torch version) and the wall time
+of each part, prints the tables and, for a full run into the default
+``results/``, rewrites README.md's results block (between
+``<!-- bench:begin -->`` and ``<!-- bench:end -->``) from ``bench.md``.
+
+    python -m benchmarks.run_all [--quick] [--out-dir results] [--device cpu]
+        [--jobs 2] [--parts exactness cost accuracy] [--no-readme]
+    python -m benchmarks.run_all --readme-only     # README block from results/bench.md
+
+``--quick`` (smoke test, a few minutes) writes into a fresh temporary directory
+unless ``--out-dir`` is given, never into ``results/``, and never touches the
+README.
+"""
+import argparse
+import importlib
+import json
+import os
+import os.path as osp
+import platform
+import re
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+RESULTS_DIR = osp.join(ROOT, 'results')
+README = osp.join(ROOT, 'README.md')
+PARTS = ('exactness', 'cost', 'accuracy')
+BEGIN, END = '<!-- bench:begin -->', '<!-- bench:end -->'
+
+TITLES = dict(
+    exactness='Exactness of IR and CBR (fp32)',
+    cost='Cost per training step',
+    accuracy='Accuracy on real data: scikit-learn digits')
+
+#: The paper's numbers (ImageNet-1k top-1 %, Guo et al., ICLR 2025, Tables 1-3;
+#: ../shared/reference): (setting, baseline name, baseline, GPD name, GPD).
+PAPER = (
+    ('ResNet-18 from scratch, no static teacher', 'ResNet-18', 70.07,
+     'GPD*', 71.87),
+    ('ResNet-34 → ResNet-18', 'DKD', 71.70, 'DKD + GPD', 72.71),
+    ('ResNet-34 → ResNet-18', 'ReviewKD', 71.61, 'ReviewKD + GPD', 72.50),
+    ('ResNet-50 → MobileNet (v1)', 'DKD', 72.05, 'DKD + GPD', 73.63),
+    ('ResNet-18 fine-tuning (pretrained 69.75)', 'longer fine-tuning', 70.23,
+     'GPD*', 71.12),
+)
+
+
+# --------------------------------------------------------------------------- #
+# Machine, files
+# --------------------------------------------------------------------------- #
+def machine() -> dict:
+    """Date, CPU model, cores, torch version (and the GPU if one is used)."""
+    from benchmarks.common import machine_info
+    return machine_info('cpu')
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = osp.abspath(path)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp',
+                               dir=osp.dirname(path))
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+# --------------------------------------------------------------------------- #
+# Parts
+# --------------------------------------------------------------------------- #
+def part_argv(name: str, args, out_dir: str) -> list:
+    """Command line of one part."""
+    argv = ['--out-json', osp.join(out_dir, f'{name}.json')]
+    if args.quick:
+        argv.append('--quick')
+    if name == 'accuracy':
+        work = args.accuracy_work_dir or osp.join(
+            ROOT, 'work_dirs', 'bench',
+            'accuracy_quick' if args.quick else 'accuracy')
+        argv += ['--work-dir', work, '--plot-dir', out_dir,
+                 '--jobs', str(args.jobs)]
+    else:
+        argv += ['--device', args.device]
+    return argv
+
+
+def run_part(name: str, argv: list) -> dict:
+    """``benchmarks.<name>.main(argv)``, timed; a failure is recorded."""
+    print(f'\n===== {name}: python -m benchmarks.{name} {" ".join(argv)}',
+          flush=True)
+    t0 = time.perf_counter()
+    try:
+        module = importlib.import_module(f'benchmarks.{name}')
+        result = module.main(argv)
+        error = None
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: go on
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        result = None
+        error = f'{type(exc).__name__}: {exc}'
+        traceback.print_exc()
+    wall = time.perf_counter() - t0
+    print(f'===== {name}: {"FAILED" if error else "done"} in {wall:.0f} s',
+          flush=True)
+    return dict(name=name, argv=argv, wall_s=wall, error=error, result=result)
+
+
+def _table(result) -> str:
+    if not isinstance(result, dict):
+        return ''
+    return result.get('table') or result.get('markdown') or ''
+
+
+def render_markdown(parts, info, total_s, quick, out_dir) -> str:
+    """``bench.md``: header (date, machine, wall times) and every table."""
+    lines = ['# mmgpd benchmarks', '']
+    lines.append(f'`make bench` (`python -m benchmarks.run_all'
+                 f'{" --quick" if quick else ""}`), {info["date"]}.')
+    lines.append('')
+    lines.append(f'Machine: {info["cpu"]}, {info["cpu_count"]} cores; torch '
+                 f'{info["torch"]}, Python {info["python"]}, '
+                 f'{platform.system()} {platform.machine()}.')
+    lines.append('')
+    lines.append('| part | wall time | status |')
+    lines.append('|---|---|---|')
+    for p in parts:
+        lines.append(f'| {p["name"]} | {_minutes(p["wall_s"])} | '
+                     f'{"FAILED: " + p["error"] if p["error"] else "ok"} |')
+    lines.append(f'| **total** | **{_minutes(total_s)}** | |')
+    if quick:
+        lines += ['', '**--quick: smoke-test settings; the numbers below mean '
+                  'nothing.**']
+    for p in parts:
+        lines += ['', f'## {TITLES.get(p["name"], p["name"])}', '']
+        if p['error']:
+            lines.append(f'Failed: `{p["error"]}`')
+            continue
+        res = p['result']
+        if p['name'] == 'accuracy':
+            lines += accuracy_preamble(res)
+        lines.append(_table(res).strip())
+        for png in (res.get('plots') or []) if isinstance(res, dict) else []:
+            rel = osp.relpath(png, out_dir)
+            lines += ['', f'![{osp.splitext(osp.basename(png))[0]}]({rel})']
+    return '\n'.join(lines) + '\n'
+
+
+def accuracy_preamble(res: dict) -> list:
+    """How the accuracy table was measured (from its own settings)."""
+    s = res.get('settings', {})
+    regimes = s.get('regimes', {})
+    epochs = ', '.join(f'{k} {v["epochs"]}' for k, v in regimes.items())
+    seeds = res.get('seeds', [])
+    agree = ('equals the run\'s own student accuracy for every run' if
+             res.get('all_extracted_agree') else '**does NOT equal the run\'s '
+             'own student accuracy for some runs (see bench.json)**')
+    return [
+        f'* data: {s.get("dataset", "digits")}, {s.get("resolution")}×'
+        f'{s.get("resolution")} images;',
+        '* student: ResNet_CIFAR-18 (width 16), one config per method in '
+        f'`configs/bench/`; static teacher `{s.get("teacher_config")}` '
+        f'(ResNet_CIFAR-34, width 32) trained once per regime (seed '
+        f'{s.get("teacher_seed")}) on the same training images;',
+        f'* schedule: {s.get("schedule")}; epochs: {epochs}; the same for '
+        'every method of a regime, nothing tuned per method;',
+        f'* {len(seeds)} seed(s) ({", ".join(str(x) for x in seeds)}), mean ± '
+        'sample std;',
+        f'* accuracy: {s.get("accuracy")}; the plain test {agree}.',
+        '']
+
+
+def _minutes(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f'{seconds // 60} min {seconds % 60:02d} s'
+
+
+# --------------------------------------------------------------------------- #
+# README block
+# --------------------------------------------------------------------------- #
+def paper_table() -> str:
+    lines = ['| setting (ImageNet-1k top-1, %) | baseline | top-1 | with GPD | top-1 | Δ |',
+             '|---|---|---|---|---|---|']
+    for setting, bname, b, gname, g in PAPER:
+        lines.append(f'| {setting} | {bname} | {b:.2f} | {gname} | '
+                     f'**{g:.2f}** | +{g - b:.2f} |')
+    return '\n'.join(lines)
+
+
+def readme_block(bench_md, bench_dir_rel='results') -> str:
+    """The text between the README markers, from ``bench.md`` (or None)."""
+    out = ['## Benchmarks (`make bench`)', '',
+           'The paper\'s numbers (Guo et al., ICLR 2025, with its own code on '
+           'ImageNet-1k; **not reproduced here**, no ImageNet training on this '
+           'machine):', '', paper_table(), '']
+    if bench_md is None:
+        out += ['Measured here: nothing yet. `make bench` (about an hour on 2 '
+                'CPU cores) writes `results/bench.md` / `results/bench.json` '
+                'and the gap plots, and regenerates this section.', '']
+        return '\n'.join(out)
+    out += [f'Measured here by `make bench` (`{bench_dir_rel}/bench.md`, '
+            f'`{bench_dir_rel}/bench.json`; regenerated by '
+            '`python -m benchmarks.run_all --readme-only`):', '']
+    body = bench_md.strip().splitlines()
+    if body and body[0].startswith('# '):
+        body = body[1:]  # the file's own title
+    while body and not body[0].strip():
+        body = body[1:]
+    for line in body:
+        if line.startswith('#'):
+            line = '#' + line  # demote one level: '## X' -> '### X'
+        # relative image links point into the results dir
+        line = re.sub(r'\]\((?!https?://|/)([^)]+\.png)\)',
+                      lambda m: f']({bench_dir_rel}/{m.group(1)})', line)
+        out.append(line)
+    out.append('')
+    return '\n'.join(out)
+
+
+def update_readme(readme: str = README, bench_md_path=None,
+                  bench_dir_rel: str = 'results') -> str:
+    """Rewrite the block between the bench markers of ``readme``.
+
+    Without markers the block is added before ``## License`` (or at the end).
+    Nothing outside the markers changes. Written atomically.
+    """
+    with open(readme, encoding='utf-8') as f:
+        text = f.read()
+    bench_md = None
+    if bench_md_path and osp.isfile(bench_md_path):
+        with open(bench_md_path, encoding='utf-8') as f:
+            bench_md = f.read()
+    block = f'{BEGIN}\n{readme_block(bench_md, bench_dir_rel)}{END}'
+    if BEGIN in text and END in text:
+        start = text.index(BEGIN)
+        stop = text.index(END, start) + len(END)
+        text = text[:start] + block + text[stop:]
+    else:
+        match = re.search(r'^## License\b', text, flags=re.M)
+        if match:
+            text = text[:match.start()] + block + '\n\n' + text[match.start():]
+        else:
+            text = text.rstrip('\n') + '\n\n' + block + '\n'
+    atomic_write_text(readme, text)
+    return readme
+
+
+# --------------------------------------------------------------------------- #
+# Entry point
+# --------------------------------------------------------------------------- #
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Run every mmgpd benchmark and write results/bench.md, '
+        'results/bench.json and the gap plots.')
+    parser.add_argument('--quick', action='store_true',
+                        help='smoke test; writes into a temporary directory '
+                        'unless --out-dir is given')
+    parser.add_argument('--out-dir', help='default: results/ (--quick: a new '
+                        'temporary directory)')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
+                        help='device of the exactness and cost parts')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='parallel training processes of the accuracy part')
+    parser.add_argument('--accuracy-work-dir',
+                        help='run dirs of the accuracy part (default '
+                        'work_dirs/bench/accuracy[_quick])')
+    parser.add_argument('--parts', nargs='+', choices=PARTS, default=list(PARTS))
+    parser.add_argument('--no-readme', action='store_true',
+                        help='do not rewrite the README results block')
+    parser.add_argument('--readme-only', action='store_true',
+                        help='only rewrite the README block from '
+                        'results/bench.md')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.readme_only:
+        path = update_readme(README, osp.join(RESULTS_DIR, 'bench.md'))
+        print(f'README results block rewritten: {path}')
+        return dict(readme=path)
+    if args.out_dir:
+        out_dir = osp.abspath(args.out_dir)
+    elif args.quick:
+        out_dir = tempfile.mkdtemp(prefix='mmgpd-bench-quick-')
+    else:
+        out_dir = RESULTS_DIR
+    if args.quick and out_dir == RESULTS_DIR:
+        raise SystemExit('run_all: --quick never writes into results/ (give '
+                         'another --out-dir)')
+    os.makedirs(out_dir, exist_ok=True)
+    info = machine()
+    print(f'[bench] {info["date"]}: {info["cpu"]}, {info["cpu_count"]} cores, '
+          f'torch {info["torch"]}; results -> {out_dir}', flush=True)
+
+    t0 = time.perf_counter()
+    parts = [run_part(name, part_argv(name, args, out_dir))
+             for name in PARTS if name in args.parts]
+    total = time.perf_counter() - t0
+
+    md = render_markdown(parts, info, total, args.quick, out_dir)
+    md_path = atomic_write_text(osp.join(out_dir, 'bench.md'), md)
+    report = dict(machine=info, quick=args.quick, total_wall_s=total,
+                  out_dir=out_dir,
+                  parts={p['name']: _jsonable(p) for p in parts})
+    json_path = atomic_write_text(osp.join(out_dir, 'bench.json'),
+                                  json.dumps(report, indent=2,
+                                             default=str) + '\n')
+    print('\n' + md)
+    print(f'[bench] wrote {md_path} and {json_path} ({_minutes(total)})')
+    readme = None
+    if not args.quick and not args.no_readme and out_dir == RESULTS_DIR \
+            and set(args.parts) == set(PARTS):
+        readme = update_readme(README, md_path)
+        print(f'[bench] README results block rewritten: {readme}')
+    report.update(bench_md=md_path, bench_json=json_path, readme=readme,
+                  markdown=md)
+    failed = [p['name'] for p in parts if p['error']]
+    if failed:
+        print(f'[bench] FAILED parts: {", ".join(failed)}', file=sys.stderr)
+        report['failed'] = failed
+        if __name__ == '__main__':
+            sys.exit(1)
+    return report
+
+
+if __name__ == '__main__':
+    main()
