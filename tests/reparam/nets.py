@@ -2,27 +2,7 @@
 import torch
 import torch.nn as nn
 
-
-def randomize_norms(model: nn.Module, generator=None, spread: float = 0.5):
-    """Non-trivial BN / LN / GN affine parameters and running statistics.
-
-    γ ~ U(1 − spread, 1 + spread), β ~ U(−spread, spread) (left as they are
-    when ``spread`` is 0); running mean in [−0.5, 0.5], running var in [0.5, 1.5].
-    """
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
-                              nn.GroupNorm)):
-                if spread and getattr(m, 'weight', None) is not None:
-                    m.weight.copy_(1 + spread * (2 * torch.rand(m.weight.shape, generator=generator) - 1))
-                if spread and getattr(m, 'bias', None) is not None:
-                    m.bias.copy_(spread * (2 * torch.rand(m.bias.shape, generator=generator) - 1))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                m.running_mean.copy_(torch.rand(m.running_mean.shape,
-                                                generator=generator) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape,
-                                               generator=generator) + 0.5)
-    return model
+from mmgpd.testing import randomize_norms  # noqa: F401  (shared with the zoo)
 
 
 class TinyNet(nn.Module):

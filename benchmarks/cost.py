@@ -1,0 +1,498 @@
+"""Cost of one GPD training step vs its unavoidable parts (time and memory).
+
+One step = forward + backward + optimizer step, run through the real code path:
+every method is an ``mmgpd.GPD`` algorithm (or, for the student alone, the plain
+mmpretrain classifier) built from a config dict with
+``mmgpd.registry.MODELS.build``, stepped by ``model.train_step(data,
+optim_wrapper)`` with an MMEngine ``OptimWrapper`` (SGD) — what the Runner does.
+
+Methods: ``student`` (plain classifier), ``kd`` (T_s → S, KDLoss), ``dkd``
+(DKDLoss) — both ``GPDDistiller(enable_dynamic_teacher=False)`` —, ``gpd``
+(GPD*, no static teacher, ratio 2), ``dkd_gpd`` and ``gpd_branches``.
+
+The unavoidable parts of a GPD step, measured in the same run:
+
+* ``part_static_teacher``: T_s forward (no grad, eval) on the preprocessed batch;
+* ``part_dynamic_teacher`` (``_branches``): T_d alone as a plain classifier, its
+  own task loss, ``train_step`` (preprocessing + forward + backward + SGD step:
+  GPD's optimizer updates T_d's parameters);
+* ``part_student``: the plain student's forward + backward (no optimizer step:
+  under the hard strategy S owns no parameters).
+
+``x parts`` = GPD's step time / the sum of its parts' (goal ≤ 1.10).
+
+Timing: models built once, then rounds in which every method / part runs one
+step in turn (round-robin, the start rotating each round, so machine noise hits
+all alike); ``--warmup`` rounds dropped, medians of ``--repeats`` rounds.
+CUDA: ``torch.cuda.synchronize()`` around each step; ``--amp`` uses MMEngine's
+``AmpOptimWrapper`` (float16 autocast) and autocast for T_s and S parts.
+
+Memory, in a fresh subprocess per setting that builds one method / part at a
+time and frees it before the next: ``resident`` = memory after build − before
+build; ``step peak`` = peak during ``--mem-steps`` steps − memory after build
+(activations, gradients, optimizer state, temporaries). CUDA:
+``torch.cuda.memory_allocated`` / ``max_memory_allocated`` (peak reset per
+unit). CPU: the process's RSS (``VmRSS``) and peak RSS (``VmHWM``, reset
+through ``/proc/self/clear_refs``), with glibc's mmap threshold fixed at 64 KiB
+(``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the RSS instead of being
+reused silently; falls back to ``ru_maxrss`` where the peak cannot be reset.
+
+Usage::
+
+    python -m benchmarks.cost [--quick] [--out-json PATH] [--device cpu|cuda]
+        [--amp] [--settings imagenet,digits] [--repeats 5] [--warmup 1]
+        [--threads N] [--no-memory]
+"""
+import contextlib
+import copy
+import gc
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from benchmarks.common import (base_parser, finish, machine_info,
+                               markdown_table, num_threads, quiet_logs)
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+METHODS = ('student', 'kd', 'dkd', 'gpd', 'dkd_gpd', 'gpd_branches')
+PARTS = ('part_static_teacher', 'part_dynamic_teacher',
+         'part_dynamic_teacher_branches', 'part_student')
+#: GPD method -> the parts it cannot avoid
+PARTS_OF = {
+    'gpd': ('part_dynamic_teacher', 'part_student'),
+    'dkd_gpd': ('part_static_teacher', 'part_dynamic_teacher', 'part_student'),
+    'gpd_branches': ('part_dynamic_teacher_branches', 'part_student'),
+}
+GOAL = 1.10
+
+KD = dict(type='mmgpd.KDLoss', temperature=4.0)
+DKD = dict(type='mmgpd.DKDLoss', alpha=1.0, beta=8.0, temperature=4.0)
+DISTILLERS = {
+    'kd': dict(enable_dynamic_teacher=False, kd_loss=KD),
+    'dkd': dict(enable_dynamic_teacher=False, kd_loss=DKD),
+    'gpd': dict(ratio=2),
+    'dkd_gpd': dict(ratio=2, kd_loss=DKD),
+    'gpd_branches': dict(ratio=2, branches=True),
+}
+WITH_STATIC_TEACHER = ('kd', 'dkd', 'dkd_gpd')
+
+
+def _imagenet():
+    from mmengine.hub import get_config
+    s = get_config('mmpretrain::resnet/resnet18_8xb32_in1k.py')
+    t = get_config('mmpretrain::resnet/resnet34_8xb32_in1k.py')
+    return dict(student=s.model.to_dict(), teacher=t.model.to_dict(),
+                data_preprocessor=s.data_preprocessor.to_dict(),
+                num_classes=1000, batch=32, size=224, quick_batch=4,
+                quick_size=64,
+                describe='mmpretrain ResNet-18 (1000 classes), T_s ResNet-34')
+
+
+def _digits():
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/baselines/resnet_digits.py'))
+    student = cfg.model.to_dict()
+    teacher = copy.deepcopy(student)
+    teacher['backbone'].update(depth=34, stem_channels=32, base_channels=32)
+    teacher['head']['in_channels'] = 32 * 2**3
+    return dict(student=student, teacher=teacher,
+                data_preprocessor=cfg.data_preprocessor.to_dict(),
+                num_classes=10, batch=64, size=32, quick_batch=16, quick_size=32,
+                describe='digits ResNet_CIFAR-18 width 16 (10 classes), T_s '
+                'ResNet_CIFAR-34 width 32')
+
+
+SETTINGS = {'imagenet': _imagenet, 'digits': _digits}
+
+
+# --------------------------------------------------------------------- units
+class Unit:
+    """One thing to time: ``step()`` runs one training step (or part)."""
+
+    def __init__(self, step, *keep):
+        self.step = step
+        self.keep = keep  # the models / optimizers the step holds
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _optim_wrapper(model, amp: bool):
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    return AmpOptimWrapper(optimizer=optimizer) if amp else \
+        OptimWrapper(optimizer=optimizer)
+
+
+def _autocast(device, amp: bool):
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16)
+
+
+def make_batch(spec, quick: bool, seed: int = 0) -> dict:
+    """A batch as a dataloader yields it: uint8 images + DataSamples."""
+    from mmpretrain.structures import DataSample
+    n = spec['quick_batch'] if quick else spec['batch']
+    size = spec['quick_size'] if quick else spec['size']
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, size, size), generator=g,
+                            dtype=torch.uint8) for _ in range(n)]
+    labels = torch.randint(0, spec['num_classes'], (n, ), generator=g)
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _classifier(spec, key: str):
+    from mmgpd.registry import MODELS
+    cfg = copy.deepcopy(spec[key])
+    cfg['data_preprocessor'] = copy.deepcopy(spec['data_preprocessor'])
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def _gpd(spec, method: str, teacher_ckpt: str):
+    from mmgpd.registry import MODELS
+    distiller = dict(type='mmgpd.GPDDistiller', **DISTILLERS[method])
+    cfg = dict(type='mmgpd.GPD', architecture=copy.deepcopy(spec['student']),
+               data_preprocessor=copy.deepcopy(spec['data_preprocessor']),
+               distiller=distiller)
+    if method in WITH_STATIC_TEACHER:
+        cfg.update(teacher=copy.deepcopy(spec['teacher']),
+                   teacher_ckpt=teacher_ckpt)
+    return MODELS.build(cfg)
+
+
+def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
+    """Build method / part ``name`` on ``device``: a :class:`Unit`."""
+    if name == 'student':
+        model = _classifier(spec, 'student').to(device).train()
+        ow = _optim_wrapper(model, amp)
+        return Unit(lambda: model.train_step(data, ow), model, ow)
+    if name in DISTILLERS:
+        model = _gpd(spec, name, teacher_ckpt).to(device).train()
+        ow = _optim_wrapper(model, amp)
+        return Unit(lambda: model.train_step(data, ow), model, ow)
+    if name == 'part_dynamic_teacher' or name == 'part_dynamic_teacher_branches':
+        from mmgpd.registry import MODELS
+        distiller = MODELS.build(dict(
+            type='mmgpd.GPDDistiller',
+            **DISTILLERS['gpd_branches' if name.endswith('branches') else 'gpd']))
+        distiller.build_dynamic_teacher(_classifier(spec, 'student'))
+        model = distiller.dynamic_teacher.to(device).train()
+        del distiller
+        ow = _optim_wrapper(model, amp)
+        return Unit(lambda: model.train_step(data, ow), model, ow)
+    # parts that start from the preprocessed batch (GPD preprocesses once)
+    if name == 'part_static_teacher':
+        model = _classifier(spec, 'teacher').to(device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        batch = model.data_preprocessor(data, True)
+
+        def step():
+            with torch.no_grad(), _autocast(device, amp):
+                model(batch['inputs'], mode='tensor')
+
+        return Unit(step, model)
+    if name == 'part_student':
+        model = _classifier(spec, 'student').to(device).train()
+        ow = _optim_wrapper(model, amp)
+        batch = model.data_preprocessor(data, True)
+
+        def step():
+            with ow.optim_context(model):
+                losses = model(batch['inputs'], batch['data_samples'],
+                               mode='loss')
+            loss, _ = model.parse_losses(losses)
+            ow.backward(loss)
+            ow.zero_grad()
+
+        return Unit(step, model, ow)
+    raise KeyError(f'unknown method / part {name!r}')
+
+
+def save_teacher_ckpt(spec, folder: str) -> str:
+    """A static-teacher checkpoint (random init: cost does not depend on it)."""
+    path = osp.join(folder, 'static_teacher.pth')
+    torch.save({'state_dict': _classifier(spec, 'teacher').state_dict()}, path)
+    return path
+
+
+# -------------------------------------------------------------------- timing
+def time_units(units: dict, device, warmup: int, repeats: int):
+    """Round-robin: ``{name: [seconds per measured round]}``."""
+    names = list(units)
+    times = {n: [] for n in names}
+    for r in range(warmup + repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            _sync(device)
+            t0 = time.perf_counter()
+            units[name].step()
+            _sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+# -------------------------------------------------------------------- memory
+def _proc_status_kb(key: str):
+    try:
+        with open('/proc/self/status', encoding='utf-8') as f:
+            m = re.search(rf'^{key}:\s+(\d+) kB', f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w', encoding='utf-8') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+class _Meter:
+    """Current and peak memory in MiB: CUDA allocator, or process RSS."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cuda = device.type == 'cuda'
+        self.method = None
+
+    def now(self) -> float:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            return torch.cuda.memory_allocated() / 2**20
+        return _proc_status_kb('VmRSS') / 1024
+
+    def reset_peak(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.method = 'torch.cuda.max_memory_allocated'
+        elif _reset_peak_rss() and _proc_status_kb('VmHWM') is not None:
+            self.method = 'RSS (VmHWM reset by /proc/self/clear_refs)'
+        else:
+            self.method = 'RSS (ru_maxrss, not resettable: a lower bound)'
+
+    def peak(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20
+        if self.method.startswith('RSS (VmHWM'):
+            return _proc_status_kb('VmHWM') / 1024
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_worker(setting: str, names, quick: bool, device, amp: bool,
+                  steps: int) -> dict:
+    """In this (fresh) process: each unit alone, built, stepped, freed."""
+    spec = SETTINGS[setting]()
+    data = make_batch(spec, quick)
+    meter = _Meter(device)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_teacher_ckpt(spec, tmp)
+        for name in names:
+            before = meter.now()
+            unit = build_unit(name, spec, data, device, amp, ckpt)
+            built = meter.now()
+            meter.reset_peak()
+            for _ in range(steps):
+                unit.step()
+            peak = meter.peak()
+            out[name] = dict(resident_mb=built - before,
+                             step_peak_mb=max(0.0, peak - built),
+                             method=meter.method)
+            del unit
+            meter.now()
+    return out
+
+
+def measure_memory(setting: str, names, args) -> dict:
+    """Run :func:`memory_worker` in a fresh interpreter; its JSON result."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    if args.device == 'cpu':
+        env['MALLOC_MMAP_THRESHOLD_'] = str(64 * 1024)
+    cmd = [sys.executable, '-m', 'benchmarks.cost', '--memory-worker', setting,
+           '--units', ','.join(names), '--device', args.device,
+           '--mem-steps', str(args.mem_steps),
+           '--threads', str(torch.get_num_threads())]
+    cmd += ['--quick'] if args.quick else []
+    cmd += ['--amp'] if args.amp else []
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True)
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith('MEMJSON '):
+            return json.loads(line[len('MEMJSON '):])
+    raise RuntimeError(f'memory worker failed (rc {proc.returncode}):\n'
+                       f'{proc.stderr[-3000:]}')
+
+
+# ---------------------------------------------------------------------- main
+COLUMNS = [('setting', 'setting', ''), ('method', 'method', ''),
+           ('ms', 'ms/step (median)', '.1f'),
+           ('x_student', 'x student', '.2f'),
+           ('parts_ms', 'sum of parts ms', '.1f'),
+           ('x_parts', f'x parts (goal ≤ {GOAL:.2f})', '.3f'),
+           ('x_parts_paired', 'x parts (paired median)', '.3f'),
+           ('step_peak_mb', 'step peak MiB', '.0f'),
+           ('parts_step_peak_mb', 'parts step peak MiB', '.0f'),
+           ('x_parts_mem', 'x parts mem', '.2f'),
+           ('resident_mb', 'resident MiB', '.0f'),
+           ('x_parts_total_mem', 'x parts mem (resident + peak)', '.2f')]
+
+
+def _rows(setting: str, times: dict, memory: dict):
+    med = {n: statistics.median(t) for n, t in times.items()}
+    rows = []
+    for name in METHODS + PARTS:
+        if name not in times:
+            continue
+        row = dict(setting=setting, method=name,
+                   kind='part' if name in PARTS else 'method',
+                   ms=med[name] * 1e3, runs_ms=[t * 1e3 for t in times[name]],
+                   x_student=med[name] / med['student'] if 'student' in med
+                   else None, parts_ms=None, x_parts=None,
+                   x_parts_paired=None, parts=None)
+        mem = memory.get(name)
+        if mem:
+            row.update(resident_mb=mem['resident_mb'],
+                       step_peak_mb=mem['step_peak_mb'])
+        parts = PARTS_OF.get(name)
+        if parts and all(p in times for p in parts):
+            row['parts'] = list(parts)
+            row['parts_ms'] = sum(med[p] for p in parts) * 1e3
+            row['x_parts'] = med[name] * 1e3 / row['parts_ms']
+            row['x_parts_paired'] = statistics.median(
+                t / sum(times[p][i] for p in parts)
+                for i, t in enumerate(times[name]))
+            if mem and all(p in memory for p in parts):
+                peak = sum(memory[p]['step_peak_mb'] for p in parts)
+                total = sum(memory[p]['step_peak_mb'] + memory[p]['resident_mb']
+                            for p in parts)
+                row['parts_step_peak_mb'] = peak
+                row['x_parts_mem'] = mem['step_peak_mb'] / peak if peak else None
+                row['x_parts_total_mem'] = (
+                    mem['step_peak_mb'] + mem['resident_mb']) / total \
+                    if total else None
+        rows.append(row)
+    return rows
+
+
+def parse_args(argv=None):
+    parser = base_parser(__doc__.split('\n')[0])
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision (CUDA: AmpOptimWrapper, float16)')
+    parser.add_argument('--settings', default='imagenet,digits',
+                        help='comma-separated: imagenet, digits')
+    parser.add_argument('--methods', default=','.join(METHODS + PARTS),
+                        help='comma-separated methods and parts to run')
+    parser.add_argument('--repeats', type=int, help='measured rounds '
+                        '(default 5; --quick: 2)')
+    parser.add_argument('--warmup', type=int, default=1, help='rounds dropped')
+    parser.add_argument('--mem-steps', type=int, default=2,
+                        help='steps per unit in the memory measurement')
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--memory-worker', help=argparse_hidden())
+    parser.add_argument('--units', help=argparse_hidden())
+    args = parser.parse_args(argv)
+    if args.amp and args.device != 'cuda':
+        parser.error('--amp needs --device cuda')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device')
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    return args
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def main(argv=None) -> dict:
+    """Time (and measure the memory of) every method and part; returns
+    ``dict(rows, table, machine, settings, ...)``."""
+    args = parse_args(argv)
+    quiet_logs()
+    with num_threads(args.threads):
+        return _run(args)
+
+
+def _run(args) -> dict:
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    device = torch.device(args.device)
+    if args.memory_worker:
+        out = memory_worker(args.memory_worker, args.units.split(','),
+                            args.quick, device, args.amp, args.mem_steps)
+        print('MEMJSON ' + json.dumps(out), flush=True)
+        return out
+    names = [n for n in args.methods.split(',') if n]
+    unknown = set(names) - set(METHODS + PARTS)
+    if unknown:
+        raise SystemExit(f'unknown methods / parts: {sorted(unknown)}')
+    rows, details, t_start = [], {}, time.perf_counter()
+    for setting in args.settings.split(','):
+        spec = SETTINGS[setting]()
+        data = make_batch(spec, args.quick)
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = save_teacher_ckpt(spec, tmp)
+            units = {n: build_unit(n, spec, data, device, args.amp, ckpt)
+                     for n in names}
+        times = time_units(units, device, args.warmup, args.repeats)
+        del units
+        gc.collect()
+        memory = {} if args.no_memory else measure_memory(setting, names, args)
+        rows += _rows(setting, times, memory)
+        details[setting] = dict(
+            model=spec['describe'],
+            batch=spec['quick_batch'] if args.quick else spec['batch'],
+            size=spec['quick_size'] if args.quick else spec['size'],
+            memory_method=next((m['method'] for m in memory.values()), None))
+        print(f'{setting}: done', flush=True)
+    machine = machine_info(args.device)
+    header = '\n'.join(
+        f"* {s}: {d['model']}, batch {d['batch']} at {d['size']}², memory: "
+        f"{d['memory_method'] or 'not measured'}" for s, d in details.items())
+    header += (f"\n* machine: {machine['cpu']}"
+               + (f", {machine.get('gpu')}" if args.device == 'cuda' else '')
+               + f", {machine['torch_threads']} torch threads, torch "
+               f"{machine['torch']}, device {args.device}"
+               f"{' (AMP)' if args.amp else ''}, {machine['date']}; medians of "
+               f'{args.repeats} round-robin rounds after {args.warmup} warm-up')
+    result = dict(
+        benchmark='cost', rows=rows,
+        table=header + '\n\n' + markdown_table(rows, COLUMNS),
+        machine=machine, settings=details, goal_x_parts=GOAL,
+        options=dict(quick=args.quick, amp=args.amp, repeats=args.repeats,
+                     warmup=args.warmup, mem_steps=args.mem_steps,
+                     optimizer='SGD(lr=1e-3, momentum=0.9, wd=1e-4)'),
+        seconds=time.perf_counter() - t_start)
+    return finish(result, args.out_json)
+
+
+if __name__ == '__main__':
+    main()
