@@ -61,6 +61,15 @@ class HardStudent(nn.Module):
         self.template.train(mode)
         return self
 
+    def _apply(self, fn, *args, **kwargs):
+        # ``.to(device)`` / ``.cuda()`` / ``.half()`` of the algorithm reach the
+        # template too (not a registered submodule): every tensor it holds is
+        # replaced by the derived state in a call, but the view must not keep
+        # a CPU copy beside a CUDA teacher.
+        super()._apply(fn, *args, **kwargs)
+        self.template._apply(fn, *args, **kwargs)
+        return self
+
     def call(self, fn: Callable, *args, **kwargs):
         """``fn(student, *args, **kwargs)`` with the student's tensors derived
         from the teacher now: any method of the student (``extract_feat``, a

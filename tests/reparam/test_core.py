@@ -326,3 +326,19 @@ def test_derived_state_covers_the_student_exactly():
     assert set(state) == set(expected)
     for k, v in state.items():
         assert v.shape == expected[k].shape, k
+
+
+def test_hard_student_moves_with_its_module():
+    """``.to()`` / ``.double()`` of a model holding the view reach the template."""
+    import torch.nn as nn
+
+    from mmgpd.reparam import HardStudent, inverse_reparameterize
+    student = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    teacher = inverse_reparameterize(student, 2, example_inputs=torch.randn(2, 3, 8, 8))
+    holder = nn.Module()
+    holder.teacher, holder.student = teacher, HardStudent(teacher)
+    holder.double()
+    assert all(t.dtype == torch.float64 for t in holder.student.template.state_dict().values()
+               if t.is_floating_point())
+    out = holder.student(torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    assert out.dtype == torch.float64
