@@ -18,10 +18,10 @@ model = dict(
     _delete_=True,
     type='mmgpd.GPD',
     architecture={{_base_.model}},
-    # mmdet's retinanet_r50_fpn_1x_coco model: same head, priors and classes.
+    # mmdet's retinanet_r50_fpn_1x_coco model (written out, not referenced, so
+    # that --cfg-options on the student's head never changes the teacher's).
     teacher=dict(
         type='RetinaNet',
-        data_preprocessor={{_base_.model.data_preprocessor}},
         backbone=dict(
             type='ResNet',
             depth=50,
@@ -38,9 +38,35 @@ model = dict(
             start_level=1,
             add_extra_convs='on_input',
             num_outs=5),
-        bbox_head={{_base_.model.bbox_head}},
-        train_cfg={{_base_.model.train_cfg}},
-        test_cfg={{_base_.model.test_cfg}}),
+        bbox_head=dict(
+            type='RetinaHead',
+            num_classes=80,
+            in_channels=256,
+            stacked_convs=4,
+            feat_channels=256,
+            anchor_generator=dict(
+                type='AnchorGenerator',
+                octave_base_scale=4,
+                scales_per_octave=3,
+                ratios=[0.5, 1.0, 2.0],
+                strides=[8, 16, 32, 64, 128]),
+            bbox_coder=dict(
+                type='DeltaXYWHBBoxCoder',
+                target_means=[.0, .0, .0, .0],
+                target_stds=[1.0, 1.0, 1.0, 1.0]),
+            loss_cls=dict(
+                type='FocalLoss',
+                use_sigmoid=True,
+                gamma=2.0,
+                alpha=0.25,
+                loss_weight=1.0),
+            loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+        test_cfg=dict(
+            nms_pre=1000,
+            min_bbox_size=0,
+            score_thr=0.05,
+            nms=dict(type='nms', iou_threshold=0.5),
+            max_per_img=100)),
     teacher_ckpt=teacher_ckpt,
     distiller=dict(
         type='mmgpd.GPDDistiller',
