@@ -43,17 +43,17 @@ plots (``tools/plot_gap.py``): T_d - S and T_s - S over training.
 """
 import argparse
 import concurrent.futures as cf
-import json
 import math
 import multiprocessing as mp
 import os
 import os.path as osp
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import OrderedDict
+
+from mmgpd.utils.fileio import atomic_write_json
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'bench')
@@ -514,25 +514,6 @@ def make_plots(results, plot_dir, log=print):
     return written
 
 
-def write_json_atomic(obj, path):
-    """Write ``obj`` as JSON to ``path`` via a temporary file + ``os.replace``."""
-    path = osp.abspath(path)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp',
-                               dir=osp.dirname(path))
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(obj, f, indent=2)
-            f.write('\n')
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 # --------------------------------------------------------------------------- #
 # Entry point
 # --------------------------------------------------------------------------- #
@@ -623,7 +604,7 @@ def main(argv=None) -> dict:
     print(f'\n[accuracy] wall time {wall:.0f} s; CPU time of the runs '
           f'{out["cpu_s_total"]:.0f} s', flush=True)
     if args.out_json:
-        out['json'] = write_json_atomic(out, args.out_json)
+        out['json'] = atomic_write_json(args.out_json, out)
     return out
 
 

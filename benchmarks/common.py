@@ -2,7 +2,6 @@
 import argparse
 import contextlib
 import datetime
-import json
 import math
 import os
 import platform
@@ -102,8 +101,6 @@ def finish(result: dict, out_json=None) -> dict:
     """Print the markdown table and write ``result`` as JSON if asked."""
     print(result['table'])
     if out_json:
-        folder = os.path.dirname(os.path.abspath(out_json))
-        os.makedirs(folder, exist_ok=True)
-        with open(out_json, 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=2, default=str)
+        from mmgpd.utils.fileio import atomic_write_json
+        atomic_write_json(out_json, result)
     return result

@@ -33,6 +33,8 @@ import tempfile
 import time
 import traceback
 
+from mmgpd.utils.fileio import atomic_write_text
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS_DIR = osp.join(ROOT, 'results')
 README = osp.join(ROOT, 'README.md')
@@ -64,24 +66,6 @@ def machine() -> dict:
     """Date, CPU model, cores, torch version (and the GPU if one is used)."""
     from benchmarks.common import machine_info
     return machine_info('cpu')
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = osp.abspath(path)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp',
-                               dir=osp.dirname(path))
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def _jsonable(obj):

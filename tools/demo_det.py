@@ -74,7 +74,7 @@ def main(argv=None):
             if sched.get('type') == 'CosineAnnealingLR':
                 sched.T_max = sched.end = args.epochs
     epochs = cfg.train_cfg.max_epochs
-    cfg.train_cfg.val_interval = 1 if args.quick else max(1, epochs // 4)
+    cfg.train_cfg.val_interval = 1 if args.quick else max(1, epochs // 3)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=epochs,
                                         max_keep_ckpts=1)
     os.makedirs(args.work_dir, exist_ok=True)

@@ -25,3 +25,17 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the absolute path."""
+    path = osp.abspath(path)
+    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+    return path
+
+
+def atomic_write_json(path: str, obj) -> str:
+    """Write ``obj`` as indented JSON to ``path`` atomically (non-JSON values
+    via ``str``); returns the absolute path."""
+    import json
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + '\n')
