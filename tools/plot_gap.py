@@ -30,7 +30,6 @@ import json
 import os
 import os.path as osp
 import sys
-import tempfile
 
 import matplotlib
 
@@ -250,19 +249,9 @@ def plot(runs, out, title=None, xlabel='epoch'):
         fig.suptitle(title)
     fig.tight_layout()
 
-    out_dir = osp.dirname(osp.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(out)}.', suffix='.tmp',
-                               dir=out_dir)
+    from mmgpd.utils.fileio import atomic_write
     try:
-        with os.fdopen(fd, 'wb') as f:
-            fig.savefig(f, format='png', dpi=120)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+        atomic_write(out, lambda f: fig.savefig(f, format='png', dpi=120))
     finally:
         plt.close(fig)
     return out

@@ -20,6 +20,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a result is for everyone
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
