@@ -85,7 +85,7 @@ class GPD(BaseModel):
         super().__init__(data_preprocessor=student.data_preprocessor,
                          init_cfg=init_cfg)
         self.task = task_for(student)
-        getattr(self.task, 'check_student', lambda s: None)(student)
+        self.task.check_student(student)
         # Initialise (or load the pretrained) student before IR copies it.
         student.init_weights()
         self.distiller = MODELS.build(copy.deepcopy(distiller))
@@ -116,8 +116,7 @@ class GPD(BaseModel):
             raise TypeError(f'model.teacher builds {type(teacher).__name__}, '
                             f'not a model of the student\'s task '
                             f'({self.task.name})')
-        getattr(self.task, 'check_teacher_model', lambda t, s: None)(
-            teacher, student)
+        self.task.check_teacher_model(teacher, student)
         if ckpt is None:
             raise ValueError('model.teacher_ckpt is required with model.teacher '
                              '(a static teacher must be trained)')

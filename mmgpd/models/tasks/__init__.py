@@ -10,11 +10,11 @@ logits, or one dense classification map per FPN level) and, for detectors,
 """
 import torch.nn as nn
 
-from .base import call
+from .base import Task, call
 from .classification import ClassificationTask
 from .detection import DetectionTask
 
-__all__ = ['task_for', 'ClassificationTask', 'DetectionTask', 'call']
+__all__ = ['task_for', 'Task', 'ClassificationTask', 'DetectionTask', 'call']
 
 TASKS = (ClassificationTask, DetectionTask)
 

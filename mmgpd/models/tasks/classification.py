@@ -4,7 +4,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from .base import template
+from .base import Task, template
 
 
 def _head(model: nn.Module) -> nn.Module:
@@ -16,7 +16,7 @@ def _head(model: nn.Module) -> nn.Module:
     return head
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """Adapter of mmpretrain ``ImageClassifier``-like models."""
     name = 'classification'
 

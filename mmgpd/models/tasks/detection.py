@@ -19,7 +19,7 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
-from .base import call, template
+from .base import Task, call, template
 
 
 def _is_detector(model: nn.Module) -> bool:
@@ -79,7 +79,7 @@ def _ir_forward(model: nn.Module, inputs: torch.Tensor):
     return model(inputs, _probe_samples(inputs), mode='tensor')
 
 
-class DetectionTask:
+class DetectionTask(Task):
     """Adapter of single-stage mmdet detectors with sigmoid classification."""
     name = 'detection'
 
