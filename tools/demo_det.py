@@ -77,6 +77,10 @@ def main(argv=None):
     cfg.train_cfg.val_interval = 1 if args.quick else max(1, epochs // 3)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=epochs,
                                         max_keep_ckpts=1)
+    # mmdet's runtime names its visualizer 'visualizer': a global instance that a
+    # second Runner in the same process would reuse (with the first run's log
+    # dir). Without a name each Runner gets its own (named after the run).
+    cfg.visualizer.pop('name', None)
     os.makedirs(args.work_dir, exist_ok=True)
     cfg_path = osp.join(args.work_dir, 'gpd_det.py')
     cfg.dump(cfg_path)  # the run's config, for extract_student.py
@@ -91,6 +95,7 @@ def main(argv=None):
                           '--out', out, '--force'])
     plain = Config.fromfile(osp.join(out, 'student.py'))
     plain.work_dir = osp.join(args.work_dir, 'extracted_student_test')
+    plain.visualizer.pop('name', None)
     plain.load_from = osp.join(out, 'student.pth')
     metrics = Runner.from_cfg(plain).test()
 
