@@ -263,3 +263,174 @@ def test_local_writes_are_atomic(tmp_path, monkeypatch):
         LocalBackend().put(b'new and longer', target)
     assert target.read_bytes() == b'old'
     assert [p.name for p in tmp_path.iterdir()] == ['epoch_1.pth']
+
+
+# --------------------------------------------------------------------------- #
+# The dynamic teacher's carried batch norms vs. mmengine's (Sync)BN conversions
+# --------------------------------------------------------------------------- #
+class _Holder(nn.Module):
+    """T_d registered, the hard student a view (as in mmgpd.GPD)."""
+
+    def __init__(self, norm):
+        super().__init__()
+        from mmgpd.reparam import HardStudent, inverse_reparameterize
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), norm(6), nn.ReLU(),
+                            nn.Conv2d(6, 6, 3, padding=1), norm(6), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.data.uniform_(0.5, 2)
+                m.bias.data.uniform_(-1, 1)
+        self.teacher = inverse_reparameterize(net, 2)
+        self.student = HardStudent(self.teacher)
+
+
+def _outputs(holder, x):
+    with torch.no_grad():
+        holder.eval()
+        out = [holder.teacher(x), holder.student(x)]
+        holder.train()
+        state = {k: v.clone() for k, v in holder.teacher.state_dict().items()}
+        out += [holder.teacher(x), holder.student(x)]
+        holder.teacher.load_state_dict(state)
+    return out
+
+
+def _norms(module):
+    return [m for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def test_revert_sync_batchnorm_keeps_carried_norms():
+    """One process: mmengine's revert gives carried _BatchNormXd's (same tensors)
+    to T_d and plain ones to the student; nothing else changes."""
+    import mmengine.model
+    from mmengine.model.utils import _BatchNormXd
+    from mmengine.runner import runner as runner_mod
+
+    from mmgpd.reparam import extract_student
+    from mmgpd.reparam.layers import CarriedBatchNormXd, CarriedSyncBatchNorm
+    assert runner_mod.revert_sync_batchnorm is mmengine.model.revert_sync_batchnorm
+    holder = _Holder(nn.SyncBatchNorm)
+    x = torch.randn(4, 3, 8, 8)
+    before = _outputs(holder, x)
+    carried = _norms(holder.teacher)
+    assert [type(m) for m in carried] == [CarriedSyncBatchNorm] * 2
+    reverted = runner_mod.revert_sync_batchnorm(holder)
+    assert reverted is holder
+    norms = _norms(holder.teacher)
+    assert [type(m) for m in norms] == [CarriedBatchNormXd] * 2
+    assert [type(m) for m in _norms(holder.student.template)] == [_BatchNormXd] * 2
+    for old, new in zip(carried, norms):
+        assert new.weight is old.weight and new.running_var is old.running_var
+        assert new.student_running_mean is old.student_running_mean
+        assert new.carry_scale is old.carry_scale
+    after = _outputs(holder, x)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for t, s in (after[:2], after[2:]):  # T_d(x) == S(x), eval and train
+        torch.testing.assert_close(t, s)
+    extract_student(holder.teacher)  # CBR reads the student's statistics
+
+
+def test_convert_sync_batchnorm_keeps_carried_norms():
+    """cfg.sync_bn: T_d's carried norms become carried SyncBNs, the student's
+    SyncBNs too; back to _BatchNormXd's by a revert."""
+    from mmengine.runner import runner as runner_mod
+
+    from mmgpd.reparam.layers import (CarriedBatchNorm2d, CarriedBatchNormXd,
+                                      CarriedSyncBatchNorm)
+    holder = _Holder(nn.BatchNorm2d)
+    x = torch.randn(4, 3, 8, 8)
+    before = _outputs(holder, x)
+    assert [type(m) for m in _norms(holder.teacher)] == [CarriedBatchNorm2d] * 2
+    runner_mod.convert_sync_batchnorm(holder, 'torch')
+    assert [type(m) for m in _norms(holder.teacher)] == [CarriedSyncBatchNorm] * 2
+    student_norms = [type(m).__name__ for m in holder.student.template.modules()
+                     if 'BatchNorm' in type(m).__name__]
+    assert student_norms == ['SyncBatchNorm'] * 2
+    after = _outputs(holder, x)  # one process: SyncBN falls back to BN
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    runner_mod.revert_sync_batchnorm(holder)
+    assert [type(m) for m in _norms(holder.teacher)] == [CarriedBatchNormXd] * 2
+    with pytest.raises(ValueError, match='sync_bn'):
+        runner_mod.convert_sync_batchnorm(_Holder(nn.BatchNorm2d), 'other')
+
+
+def test_carried_norm_class_of_batchnorm_xd():
+    """mmengine's _BatchNormXd (what a reverted SyncBN is) has a carried class;
+    a batch norm with its own forward is refused by name."""
+    from mmengine.model.utils import _BatchNormXd
+
+    from mmgpd.reparam.layers import CarriedBatchNormXd, carried_norm_class
+
+    class OwnForward(nn.BatchNorm2d):
+
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    assert carried_norm_class(_BatchNormXd(4)) is CarriedBatchNormXd
+    with pytest.raises(TypeError, match='OwnForward'):
+        carried_norm_class(OwnForward(4))
+    with pytest.raises(TypeError, match='LayerNorm'):
+        carried_norm_class(nn.LayerNorm(4))
+
+
+def test_sync_batchnorm_on_cpu_matches_one_process_batchnorm(tmp_path):
+    """2 gloo processes, half a batch each: SyncBatchNorm on the CPU (torch
+    refuses it; compat all-reduces the statistics) gives the outputs, input
+    gradients, summed weight gradients and running statistics of one
+    BatchNorm over the whole batch."""
+    import torch.multiprocessing as mp
+    x, coef, bn = _sync_bn_problem()
+    mp.spawn(_sync_bn_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    x.requires_grad_(True)
+    y = bn.train()(x)
+    (y * coef).sum().backward()
+    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([r['y'] for r in ranks]), y.detach())
+    torch.testing.assert_close(torch.cat([r['grad'] for r in ranks]), x.grad)
+    torch.testing.assert_close(ranks[0]['weight_grad'] + ranks[1]['weight_grad'],
+                               bn.weight.grad)
+    for r in ranks:
+        torch.testing.assert_close(r['running_mean'], bn.running_mean)
+        torch.testing.assert_close(r['running_var'], bn.running_var)
+        assert r['num_batches_tracked'] == 1
+
+
+def _sync_bn_problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, 5, 3, generator=g, dtype=torch.float64) * 3 + 1
+    coef = torch.randn(6, 4, 5, 3, generator=g, dtype=torch.float64)
+    bn = nn.BatchNorm2d(4, momentum=0.3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2, generator=g)
+        bn.bias.uniform_(-1, 1, generator=g)
+    return x, coef, bn
+
+
+def _sync_bn_worker(rank, world, out_dir):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{out_dir}/init',
+                            rank=rank, world_size=world)
+    try:
+        import mmgpd  # noqa: F401  (the patch)
+        x, coef, ref = _sync_bn_problem()
+        bn = nn.SyncBatchNorm(4, momentum=0.3).double()
+        bn.load_state_dict(ref.state_dict())
+        part = slice(rank * 3, rank * 3 + 3)  # uneven halves would work too
+        xi = x[part].clone().requires_grad_(True)
+        y = bn.train()(xi)
+        (y * coef[part]).sum().backward()
+        torch.save(dict(y=y.detach(), grad=xi.grad, weight_grad=bn.weight.grad,
+                        running_mean=bn.running_mean,
+                        running_var=bn.running_var,
+                        num_batches_tracked=int(bn.num_batches_tracked)),
+                   f'{out_dir}/rank{rank}.pt')
+    finally:
+        dist.destroy_process_group()

@@ -81,6 +81,21 @@ class CarriedSyncBatchNorm(_CarriedBatchNormMixin, nn.SyncBatchNorm):
     """SyncBatchNorm at student scale: ``BN(s ⊙ x) / s``."""
 
 
+class CarriedBatchNormXd(_CarriedBatchNormMixin, nn.modules.batchnorm._BatchNorm):
+    """A batch norm of any input rank at student scale: ``BN(s ⊙ x) / s``.
+
+    The carried counterpart of mmengine's ``_BatchNormXd`` (``_BatchNorm``
+    without the input-rank check), which mmengine's ``revert_sync_batchnorm``
+    puts in place of every SyncBN when a model runs in one process: the
+    dynamic teacher's :class:`CarriedSyncBatchNorm` becomes this class instead
+    (:func:`to_batchnorm_xd`), keeping its carry scale and the student's
+    statistics.
+    """
+
+    def _check_input_dim(self, input):
+        return
+
+
 _BN_CLASSES = {
     nn.BatchNorm1d: CarriedBatchNorm1d,
     nn.BatchNorm2d: CarriedBatchNorm2d,
@@ -90,11 +105,32 @@ _BN_CLASSES = {
 
 
 def carried_norm_class(module: nn.Module):
-    """The carried class for a batch norm (its nearest PyTorch base)."""
+    """The carried class for a batch norm (its nearest PyTorch base).
+
+    A ``_BatchNorm`` subclass that is none of BatchNorm1d/2d/3d / SyncBatchNorm
+    but computes what ``_BatchNorm`` computes (its ``forward`` is
+    ``_BatchNorm.forward``, e.g. mmengine's ``_BatchNormXd``) gets
+    :class:`CarriedBatchNormXd`.
+
+    Raises:
+        TypeError: For a module that is not a ``_BatchNorm``, or whose class
+            replaces the forward of its PyTorch base (the carried class would
+            not compute what it computes). The message names the class.
+    """
+    cls_name = f'{type(module).__module__}.{type(module).__qualname__}'
     for cls in type(module).__mro__:
         if cls in _BN_CLASSES:
-            return _BN_CLASSES[cls]
-    raise TypeError(f'no carried batch norm for {type(module).__name__}')
+            base = cls
+            break
+    else:
+        base = nn.modules.batchnorm._BatchNorm
+        if not isinstance(module, base):
+            raise TypeError(f'no carried batch norm for {cls_name}: not a '
+                            'torch _BatchNorm')
+    if type(module).forward is not base.forward:
+        raise TypeError(f'no carried batch norm for {cls_name}: its forward '
+                        f'replaces {base.__name__}.forward')
+    return _BN_CLASSES.get(base, CarriedBatchNormXd)
 
 
 class CarriedLayerNorm(_Carry, nn.LayerNorm):
@@ -281,16 +317,41 @@ class BranchConv2d(nn.Conv2d):
         return super().extra_repr() + f', branches=kxk+{"+".join(self.branch_names)}'
 
 
+def _recast(module: nn.Module, cls) -> nn.Module:
+    """``module`` as an instance of ``cls`` holding the same attributes
+    (parameters, buffers, carry scale, hooks, training flag: the same objects)."""
+    out = cls.__new__(cls)
+    out.__dict__.update(module.__dict__)
+    return out
+
+
 def to_sync_batchnorm(module: nn.Module) -> nn.Module:
     """A carried batch norm as :class:`CarriedSyncBatchNorm`, sharing its tensors.
 
-    Parameters, running and student statistics, carry scale and hooks are kept
-    (the same tensor objects); returns ``module`` itself for anything else.
+    What the dynamic teacher's batch norms become where mmengine's
+    ``convert_sync_batchnorm`` (``cfg.sync_bn``) turns batch norms into SyncBNs
+    (``mmgpd.utils.compat``). Parameters, running and student statistics,
+    carry scale and hooks are kept (the same tensor objects); returns
+    ``module`` itself for anything else.
     """
     if not isinstance(module, _CarriedBatchNormMixin) or \
             isinstance(module, nn.SyncBatchNorm):
         return module
-    sync = CarriedSyncBatchNorm.__new__(CarriedSyncBatchNorm)
-    sync.__dict__.update(module.__dict__)
+    sync = _recast(module, CarriedSyncBatchNorm)
     sync.process_group = None
     return sync
+
+
+def to_batchnorm_xd(module: nn.Module) -> nn.Module:
+    """A carried SyncBN as :class:`CarriedBatchNormXd`, sharing its tensors.
+
+    What the dynamic teacher's SyncBNs become where mmengine's
+    ``revert_sync_batchnorm`` (a Runner that is not distributed) turns SyncBNs
+    into ``_BatchNormXd`` (``mmgpd.utils.compat``). Returns ``module`` itself
+    for anything but a :class:`CarriedSyncBatchNorm`.
+    """
+    if not isinstance(module, CarriedSyncBatchNorm):
+        return module
+    out = _recast(module, CarriedBatchNormXd)
+    out.__dict__.pop('process_group', None)
+    return out

@@ -35,10 +35,23 @@ config is parsed.  Each patch is narrow, idempotent and individually tested
     NCCL, and the Runner wraps the model in DDP with ``device_ids=[local_rank]``,
     which PyTorch rejects for CPU modules.  Without CUDA, the process group is
     initialised with gloo and no device, and ``device_ids`` is dropped for
-    modules whose parameters are on the CPU.  Machines with GPUs are untouched.
-    ``sync_bn`` (the Runner's ``convert_sync_batchnorm``) turns the dynamic
-    teacher's carried batch norms into carried SyncBNs instead of plain ones,
-    which would drop the carry scale and the student's statistics.
+    modules whose parameters are on the CPU.  ``SyncBatchNorm`` in training
+    refuses CPU inputs; in a process group of more than one process its
+    statistics (and their gradients) are all-reduced over the group's backend
+    (gloo) instead, as torch's CUDA kernel does.  Machines with GPUs are
+    untouched.
+
+``carried_sync_batchnorm``
+    mmengine's Runner calls ``revert_sync_batchnorm`` when it is not
+    distributed (every SyncBN becomes a plain ``_BatchNormXd``) and, with
+    ``cfg.sync_bn``, ``convert_sync_batchnorm`` under DDP (every batch norm
+    becomes a new SyncBN).  Both would drop what a dynamic teacher's carried
+    batch norms hold besides a batch norm's tensors: the carry scale and the
+    hard-strategy student's running statistics.  The carried norms become the
+    carried ``CarriedBatchNormXd`` / ``CarriedSyncBatchNorm`` instead (the same
+    tensors), and the student a ``HardStudent`` runs (not a registered
+    submodule) is reverted / converted with the model, so S and T_d normalise
+    alike.  Everything else goes to mmengine's functions unchanged.
 
 ``atomic_local_put``
     mmengine writes checkpoints (and every local file) in place, so a run
@@ -221,25 +234,164 @@ def _patch_distributed_on_cpu() -> bool:
         __init__._mmgpd_cpu = True
         wrappers.MMDistributedDataParallel.__init__ = __init__
         changed = True
-    from mmengine.runner import runner as runner_mod
-    convert = runner_mod.convert_sync_batchnorm
-    if not getattr(convert, '_mmgpd', False):
+    handle = wrappers.MMDistributedDataParallel._passing_sync_batchnorm_handle
+    if not getattr(handle, '_mmgpd_cpu', False):
 
-        def convert_sync_batchnorm(module, implementation='torch'):
-            from torch.nn.modules.batchnorm import _BatchNorm
+        def _passing_sync_batchnorm_handle(self, module):
+            # torch refuses SyncBatchNorm in CPU modules; on the CPU it runs
+            # through sync_batch_norm_cpu (SyncBatchNorm.forward, below)
+            if self.device_type != 'cpu':
+                handle(self, module)
 
-            from mmgpd.reparam.layers import _CarriedBatchNormMixin, to_sync_batchnorm
-            if isinstance(module, _CarriedBatchNormMixin):
-                return to_sync_batchnorm(module)
-            if isinstance(module, _BatchNorm):
-                return convert(module, implementation)
-            for name, child in module.named_children():
-                module.add_module(name, convert_sync_batchnorm(child, implementation))
-            return module
-
-        convert_sync_batchnorm._mmgpd = True
-        runner_mod.convert_sync_batchnorm = convert_sync_batchnorm
+        _passing_sync_batchnorm_handle._mmgpd_cpu = True
+        wrappers.MMDistributedDataParallel._passing_sync_batchnorm_handle = \
+            _passing_sync_batchnorm_handle
         changed = True
+    sync_forward = torch.nn.SyncBatchNorm.forward
+    if not getattr(sync_forward, '_mmgpd_cpu', False):
+
+        def forward(self, input):
+            if self.training and input.device.type == 'cpu':
+                group = _cpu_sync_group(self)
+                if group is not None:
+                    return sync_batch_norm_cpu(self, input, group)
+            return sync_forward(self, input)
+
+        forward._mmgpd_cpu = True
+        forward.__doc__ = sync_forward.__doc__
+        torch.nn.SyncBatchNorm.forward = forward
+        changed = True
+    return changed
+
+
+def _cpu_sync_group(bn):
+    """The process group a training SyncBN on CPU syncs over, or None (one
+    process, or no process group: torch's own fallback to batch norm)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = bn.process_group or dist.group.WORLD
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def sync_batch_norm_cpu(bn, x, group):
+    """``SyncBatchNorm`` in training on CPU tensors, synchronised over ``group``.
+
+    The batch mean and (biased) variance of every channel are those of the
+    inputs of all processes, all-reduced (``torch.distributed.nn``, so that
+    their gradients are all-reduced too, like torch's CUDA SyncBN); running
+    statistics move with the unbiased variance, as in ``F.batch_norm``.
+
+    Args:
+        bn (nn.SyncBatchNorm): The layer (its ``forward`` semantics).
+        x (Tensor): (N, C, ...) input on the CPU.
+        group: Process group of more than one process.
+    """
+    import torch
+    from torch.distributed.nn.functional import all_reduce
+    bn._check_input_dim(x)
+    bn._check_non_zero_input_channels(x)
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            factor = 1.0 / bn.num_batches_tracked.item()
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    count = x.new_full((1, ), x.numel() / max(x.shape[1], 1))
+    total = all_reduce(torch.cat([x.sum(dims), count]), group=group)
+    n = total[-1]
+    mean = total[:-1] / n
+    centred = x - mean.reshape(shape)
+    var = all_reduce((centred * centred).sum(dims), group=group) / n
+    y = centred * torch.rsqrt(var + bn.eps).reshape(shape)
+    if bn.weight is not None:
+        y = y * bn.weight.reshape(shape)
+    if bn.bias is not None:
+        y = y + bn.bias.reshape(shape)
+    if bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            unbiased = var.detach() * (n / (n - 1)) if n > 1 else var.detach()
+            bn.running_mean.mul_(1 - factor).add_(factor * mean.detach())
+            bn.running_var.mul_(1 - factor).add_(factor * unbiased)
+    return y
+
+
+# --------------------------------------------------------------------------- #
+# The dynamic teacher's carried batch norms vs. mmengine's (Sync)BN conversions
+# --------------------------------------------------------------------------- #
+#: Modules that import revert_sync_batchnorm / convert_sync_batchnorm by name
+#: (patched when already imported; later imports get the patched function).
+_SYNC_BN_USERS = ('mmengine.model.utils', 'mmengine.model', 'mmengine.runner.runner',
+                  'mmengine._strategy.single_device', 'mmengine._strategy.distributed',
+                  'mmdet.apis.inference', 'mmdet.apis.det_inferencer')
+
+
+def _hard_student_template(module):
+    from mmgpd.reparam.sharing import HardStudent
+    return module.template if isinstance(module, HardStudent) else None
+
+
+def _carried_revert(revert):
+
+    def revert_sync_batchnorm(module):
+        from mmgpd.reparam.layers import _CarriedBatchNormMixin, to_batchnorm_xd
+        if isinstance(module, _CarriedBatchNormMixin):
+            return to_batchnorm_xd(module)
+        template = _hard_student_template(module)
+        if template is not None:  # the student's norms, in place
+            revert_sync_batchnorm(template)
+            return module
+        return revert(module)  # recurses through this function (module global)
+
+    revert_sync_batchnorm._mmgpd = revert
+    revert_sync_batchnorm.__doc__ = revert.__doc__
+    return revert_sync_batchnorm
+
+
+def _carried_convert(convert):
+
+    def convert_sync_batchnorm(module, implementation='torch'):
+        from mmgpd.reparam.layers import _CarriedBatchNormMixin, to_sync_batchnorm
+        if isinstance(module, _CarriedBatchNormMixin):
+            if implementation not in ('torch', 'mmcv'):
+                return convert(module, implementation)  # its ValueError
+            # carried norms have a torch SyncBN base only (also for 'mmcv')
+            return to_sync_batchnorm(module)
+        template = _hard_student_template(module)
+        if template is not None:
+            convert_sync_batchnorm(template, implementation)
+            return module
+        return convert(module, implementation)
+
+    convert_sync_batchnorm._mmgpd = convert
+    convert_sync_batchnorm.__doc__ = convert.__doc__
+    return convert_sync_batchnorm
+
+
+def _patch_carried_sync_batchnorm() -> bool:
+    import sys
+
+    from mmengine.model import utils as model_utils
+    from mmengine.runner import runner as _  # noqa: F401  (a user)
+    changed = False
+    patched = {}
+    for name, wrap in (('revert_sync_batchnorm', _carried_revert),
+                       ('convert_sync_batchnorm', _carried_convert)):
+        func = getattr(model_utils, name)
+        if getattr(func, '_mmgpd', None) is None:
+            func = wrap(func)
+            setattr(model_utils, name, func)
+            changed = True
+        patched[name] = func
+    for mod_name in _SYNC_BN_USERS:
+        module = sys.modules.get(mod_name)
+        if module is None:
+            continue
+        for name, func in patched.items():
+            if hasattr(module, name) and getattr(module, name) is not func:
+                setattr(module, name, func)
+                changed = True
     return changed
 
 
@@ -266,6 +418,7 @@ _PATCHES: Dict[str, Callable[[], bool]] = {
     'package_utils_without_pkg_resources': _patch_package_utils,
     'numpy_in1d': _patch_numpy_in1d,
     'distributed_on_cpu': _patch_distributed_on_cpu,
+    'carried_sync_batchnorm': _patch_carried_sync_batchnorm,
     'atomic_local_put': _patch_atomic_local_put,
 }
 _NEEDS = {
@@ -273,6 +426,7 @@ _NEEDS = {
     'package_utils_without_pkg_resources': 'mmengine',
     'numpy_in1d': 'numpy',
     'distributed_on_cpu': 'mmengine',
+    'carried_sync_batchnorm': 'mmengine',
     'atomic_local_put': 'mmengine',
 }
 
