@@ -23,4 +23,13 @@ class UnsupportedModuleError(TypeError):
 
 
 class IRVerificationError(RuntimeError):
-    """The built dynamic teacher does not reproduce the student on the probe batch."""
+    """The built dynamic teacher does not reproduce the student on the probe batch.
+
+    Attributes:
+        where (str): The first deviating module, when it could be found
+            (``verify.locate_deviation``).
+    """
+
+    def __init__(self, message: str, where: str = ''):
+        super().__init__(message)
+        self.where = where

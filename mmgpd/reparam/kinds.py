@@ -24,13 +24,21 @@ Kinds:
     multi-head self-attention (a container): ``r·h`` heads of the same size,
     q and k carried at student scale (so the scores are exact), v carried.
 ``gate``
-    a multiplicative gate (sigmoid, hard-sigmoid, SE): no rule yet.
+    a sigmoid-like function: traced through, it needs an exact input.
+``layernorm2d``
+    mmpretrain's channel-first LayerNorm2d (normalises dim 1).
+
+Only :data:`RULE_UNITS` are units of the layout planner (``propagate.py``):
+every other module — containers, SE layers, gates, Flatten, padding, DropPath,
+hand-written attention — is traced through and its functional ops are
+followed on layouts.  A class whose own ``forward`` differs from its torch
+base's is not given the base's kind (``LayerNorm2d``, ``ConvWS2d``).
 """
 from typing import Optional
 
 import torch.nn as nn
 
-__all__ = ['module_kind', 'qualname', 'MIXING', 'NORMS']
+__all__ = ['module_kind', 'unit_kind', 'qualname', 'MIXING', 'NORMS', 'RULE_UNITS']
 
 MIXING = ('conv', 'linear')
 NORMS = ('batchnorm', 'layernorm', 'groupnorm')
@@ -42,7 +50,7 @@ _TORCH_KINDS = [
     ((nn.LayerNorm, ), 'layernorm'),
     ((nn.GroupNorm, ), 'groupnorm'),
     ((nn.ReLU6, nn.Hardtanh, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh,
-      nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Softplus, nn.GLU), 'nonhomogeneous'),
+      nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Softplus), 'nonhomogeneous'),
     ((nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d,
       nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.MaxPool1d, nn.MaxPool2d,
       nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -56,6 +64,10 @@ _TORCH_KINDS = [
 
 # Third-party modules, by qualified class name (no import needed).
 _NAMED_KINDS = {
+    'mmpretrain.models.utils.norm.LayerNorm2d': 'layernorm2d',
+    'mmcv.cnn.bricks.conv_ws.ConvWS2d': None,
+    'mmcv.cnn.bricks.conv_ws.ConvAWS2d': None,
+    'torch.nn.modules.activation.GLU': None,
     'mmcv.cnn.bricks.drop.DropPath': 'homogeneous',
     'mmcv.cnn.bricks.drop.Dropout': 'homogeneous',
     'mmpretrain.models.utils.layer_scale.LayerScale': 'channel_scale',
@@ -73,8 +85,10 @@ _NAMED_KINDS = {
     'mmcv.cnn.bricks.context_block.ContextBlock': 'gate',
 }
 
-# Containers that are handled as one unit (their children are not visited).
-UNIT_KINDS = ('attention', 'gate')
+#: Kinds that ``propagate.py`` treats as one unit with a rule of ``ir.py``;
+#: every other module is traced through (its functional ops are followed).
+RULE_UNITS = ('conv', 'linear', 'batchnorm', 'layernorm', 'groupnorm',
+              'layernorm2d', 'nonhomogeneous', 'channel_scale', 'attention')
 
 
 def qualname(module: nn.Module) -> str:
@@ -87,17 +101,58 @@ def module_kind(module: nn.Module) -> Optional[str]:
     """The rule kind of ``module`` (see the module docstring), or None.
 
     Containers (modules with children) that are not handled as a unit return
-    ``'container'``.
+    ``'container'``.  Third-party classes are matched by exact class first, then
+    through their bases only when they do not override ``forward`` (a subclass
+    with its own forward, e.g. ``LayerNorm2d``, is not its base).
     """
+    own_forward = 'forward' in type(module).__dict__
     for cls in type(module).__mro__:
         name = f'{cls.__module__}.{cls.__qualname__}'
         if name in _NAMED_KINDS:
-            return _NAMED_KINDS[name]
-        if cls is nn.Module:
-            break
-    for types, kind in _TORCH_KINDS:
-        if isinstance(module, types):
+            kind = _NAMED_KINDS[name]
+            if kind is None:
+                return 'container' if any(True for _ in module.children()) \
+                    else None
             return kind
+        if cls is nn.Module or (own_forward and cls is not type(module)):
+            break
+    if _trusted_forward(module):
+        for types, kind in _TORCH_KINDS:
+            if isinstance(module, types):
+                return kind
     if any(True for _ in module.children()):
         return 'container'
     return None
+
+
+#: third-party subclasses of torch layers whose forward only adds empty-tensor
+#: handling around the torch one
+_TRUSTED_FORWARD = {
+    'mmcv.cnn.bricks.wrappers.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv3d',
+    'mmcv.cnn.bricks.wrappers.ConvTranspose2d', 'mmcv.cnn.bricks.wrappers.Linear',
+    'mmcv.cnn.bricks.wrappers.MaxPool2d', 'mmcv.cnn.bricks.wrappers.MaxPool3d',
+}
+
+
+def _trusted_forward(module: nn.Module) -> bool:
+    """Whether a torch-derived class computes what its torch base computes:
+    classes of torch itself, subclasses that do not override ``forward``, and
+    :data:`_TRUSTED_FORWARD`."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith('torch.'):
+            return True
+        if qualname_of(cls) in _TRUSTED_FORWARD:
+            return True
+        if 'forward' in cls.__dict__:
+            return False
+    return True
+
+
+def qualname_of(cls) -> str:
+    return f'{cls.__module__}.{cls.__qualname__}'
+
+
+def unit_kind(module: nn.Module) -> Optional[str]:
+    """The kind of ``module`` if the layout planner treats it as a unit, else None."""
+    kind = module_kind(module)
+    return kind if kind in RULE_UNITS else None

@@ -355,3 +355,30 @@ def to_batchnorm_xd(module: nn.Module) -> nn.Module:
     out = _recast(module, CarriedBatchNormXd)
     out.__dict__.pop('process_group', None)
     return out
+
+
+class CarriedLayerNorm2d(_Carry, nn.LayerNorm):
+    """A channel-first LayerNorm (mmpretrain ``LayerNorm2d``: normalises dim 1
+    of NCHW) at student scale, statistics weighted like
+    :class:`CarriedLayerNorm` when replica counts differ."""
+    carry_dim = 1
+
+    def _init_weights(self, stat_weight: Optional[torch.Tensor]):
+        self.register_buffer('stat_weight', stat_weight, persistent=False)
+
+    def forward(self, x):
+        x = self._carry(x)
+        shape = _scale_shape(1, x.dim(), -1)
+        if self.stat_weight is None:
+            mean = x.mean(1, keepdim=True)
+            var = ((x - mean)**2).mean(1, keepdim=True)
+        else:
+            w = self.stat_weight.to(x.dtype).reshape(shape)
+            mean = (x * w).sum(1, keepdim=True)
+            var = ((x - mean)**2 * w).sum(1, keepdim=True)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.reshape(shape)
+        if self.bias is not None:
+            y = y + self.bias.reshape(shape)
+        return self._carry(y, inverse=True)

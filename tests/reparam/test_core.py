@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -117,28 +118,53 @@ def test_ratio_the_model_cannot_take():
     assert 'gconv' in str(err.value) and 'gn' in str(err.value)
 
 
-def test_unsupported_modules_are_all_listed():
-    with pytest.raises(UnsupportedModuleError) as err:
-        inverse_reparameterize(GatedNet(), 2)
-    found = {(path, typ) for path, typ, _ in err.value.modules}
-    assert ('se_gate', 'Sigmoid') in found
-    assert ('mystery', '_Mystery') in found
-    assert any(typ == 'op' and 'sigmoid' in why
-               for _, typ, why in err.value.modules)
-    assert 'se_gate' in str(err.value) and 'mystery' in str(err.value)
+def test_gates_and_products_of_hidden_tensors_are_exact():
+    # an SE gate (exact conv output into a sigmoid), x * x (factor 1/n²) and a
+    # functional sigmoid: the planner makes their inputs exact
+    net = GatedNet().eval()
+    teacher = inverse_reparameterize(net, 2)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert max_relative_deviation(teacher(x), net(x)) <= 1e-5
 
 
-def test_self_check_catches_an_inexact_rule():
+def test_unsupported_ops_are_all_listed():
 
-    class FakeReLU(nn.ReLU):  # classified homogeneous, but is not
+    class Odd(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
-            return torch.relu(x) ** 2
+            y = self.conv(x)
+            y = torch.fft.fft(y, dim=1).real  # mixes channels: no rule
+            return self.fc(F.glu(y, 1).mean((2, 3)))
 
+    with pytest.raises(UnsupportedModuleError) as err:
+        inverse_reparameterize(Odd(), 2)
+    found = [why for _, typ, why in err.value.modules if typ == 'op']
+    assert any('fft' in why for why in found)
+
+
+def test_self_check_catches_an_inexact_rule(monkeypatch):
+    from mmgpd.reparam import kinds
+
+    class FakeGELU(nn.Module):  # given a rule that does not hold for it
+
+        def forward(self, x):
+            return torch.relu(x) + x.flip(1)  # mixes channels
+
+    monkeypatch.setitem(kinds._NAMED_KINDS,
+                        f'{FakeGELU.__module__}.{FakeGELU.__qualname__}',
+                        'nonhomogeneous')
     net = make_net()
-    net.relu = FakeReLU()
-    with pytest.raises(IRVerificationError, match='deviates'):
+    net.relu = FakeGELU()
+    with pytest.raises(IRVerificationError, match='deviates') as err:
         inverse_reparameterize(net, 2)
+    # the first module whose output deviates is named
+    assert 'relu' in err.value.where
 
 
 @pytest.mark.parametrize('ratio', [2, 2.5])

@@ -184,13 +184,15 @@ def test_noise_stays_within_1e4(name, mode):
                                       forward(student, x, train)) <= tol
 
 
-def test_se_model_is_refused_with_every_gate_listed():
-    """mmpretrain MobileNetV3 has SE gates (hard-sigmoid): no exact rule."""
+@pytest.mark.parametrize('ratio', [2, 1.5])
+def test_se_model_is_exact(ratio):
+    """mmpretrain MobileNetV3-small: SE gates (hard-sigmoid) get exact inputs."""
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
-    from mmgpd.reparam import UnsupportedModuleError
+    from mmgpd.reparam import extract_student, max_relative_deviation
     init_default_scope('mmpretrain')
+    torch.manual_seed(0)
     model = MODELS.build(dict(
         type='ImageClassifier', backbone=dict(type='MobileNetV3', arch='small'),
         neck=dict(type='GlobalAveragePooling'),
@@ -200,11 +202,18 @@ def test_se_model_is_refused_with_every_gate_listed():
     se_paths = [n for n, m in model.named_modules()
                 if type(m).__name__ == 'SELayer']
     assert se_paths
-    with pytest.raises(UnsupportedModuleError) as err:
-        inverse_reparameterize(model, 2)
-    listed = {path for path, _, _ in err.value.modules}
-    assert set(se_paths) <= listed
-    assert all(f'{p} (SELayer)' in str(err.value) for p in se_paths)
+    teacher = inverse_reparameterize(model, ratio,
+                                     example_inputs=torch.randn(2, 3, 64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x, mode='tensor')
+        assert max_relative_deviation(teacher(x, mode='tensor'), ref) <= 1e-5
+        student = extract_student(teacher)
+        assert max_relative_deviation(student(x, mode='tensor'), ref) <= 1e-5
+    # the gate's last conv produces an exact (factor 1) space
+    plan = teacher.gpd_plan
+    dim, lay = plan.layout_of(f'{se_paths[0]}.conv2.conv')
+    assert lay is not None and lay.is_exact
 
 
 def test_ratio_one_whole_model_equals_student():

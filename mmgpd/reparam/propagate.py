@@ -1,0 +1,1409 @@
+"""Plan the layouts of a dynamic teacher by running the student and the teacher's code.
+
+IR has to know, for every module it widens, the :class:`~.layout.Layout` of its
+input and of its output.  Functional code between modules (``torch.cat``,
+``x.chunk(2, 1)``, channel shuffles, ``q @ k.transpose(-2, -1)``, ``x * gamma``,
+``torch.split(x, self.width)``) moves, splits and multiplies channels, so the
+layouts cannot be derived from widths.  They are found by running the code:
+
+1. **Student run.**  The student runs once on the probe batch under a
+   :class:`~torch.overrides.TorchFunctionMode` that gives every tensor element an
+   *id* (a float64 tag tensor of the same shape): the model inputs, the output of
+   every module with a rule (conv, linear, norm, non-homogeneous activation,
+   attention unit: its inside is not traced), every parameter used outside such a
+   module, and the output of every computing op get fresh ids; data-movement ops
+   (view, permute, cat, split, getitem, unfold, roll, ...) are applied to the ids
+   as they are to the data.
+2. **Teacher run.**  A copy of the student whose rule modules are stubs runs the
+   same code (its own shapes, its own ``x.shape[1] // 2``, attributes such as
+   ``num_heads`` updated by :mod:`.attrs`).  A stub returns ``expand`` of the
+   student module's recorded output in the layout chosen for it, with *tags*:
+   for every teacher element, the id of the student element it carries and its
+   factor.  Data-movement ops are applied to the tags as to the data, so "ops act
+   on layouts the way they act on tensors" holds by construction.  At every
+   module input and computing op, the teacher tags are paired with the student's
+   ids (:func:`canonical`): the result is one Layout along one dimension, or a
+   named failure.
+3. **Choices and constraints.**  The layout of a mixing layer's output is a
+   choice (:class:`Choice`): fixed (it reaches the model's outputs), cyclic or
+   grouped (a channel split at student channel p needs block | p), carried or
+   exact (a non-homogeneous function, a constant added, or a product whose
+   factors do not cancel needs an exact input).  The teacher run reports the
+   choices that must change; they are applied and the teacher run repeated until
+   nothing changes.  Free parameters (``cls_token``, ``gamma``, position
+   embeddings, relative-position bias tables) follow the tensor they meet.
+
+The result, :class:`LayoutPlan`, lists per module call its kind and input /
+output layouts, and per free parameter its layout; ``ir.py`` builds the teacher
+from it.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .kinds import MIXING, NORMS, module_kind, unit_kind
+from .layout import Layout, fixed, hidden
+
+__all__ = ['LayoutPlan', 'ModuleRecord', 'Choice', 'plan_layouts',
+           'PlanningError']
+
+# ----------------------------------------------------------------- op sets
+_DTYPE_MOVES = {'to', 'float', 'double', 'half', 'bfloat16', 'type_as', 'type',
+                'cpu', 'cuda', 'contiguous', 'clone', 'detach', 'detach_',
+                'requires_grad_', 'float_power_'}
+_MOVES = {
+    'view', 'reshape', 'view_as', 'reshape_as', 'permute', 'transpose',
+    'transpose_', 'swapaxes', 'movedim', 'moveaxis', 'flatten', 'unflatten',
+    'squeeze', 'squeeze_', 'unsqueeze', 'unsqueeze_', 'expand', 'expand_as',
+    'repeat', 'tile', 'roll', 'flip', 'cat', 'concat', 'concatenate', 'stack',
+    'split', 'split_with_sizes', 'chunk', 'tensor_split', 'unbind', 'narrow',
+    'select', '__getitem__', 'index_select', 'gather', 'unfold', 'fold',
+    'pixel_shuffle', 'pixel_unshuffle', 'channel_shuffle', 'repeat_interleave',
+    't', 'take_along_dim', '__setitem__', 'pad', 'masked_select'
+}
+#: ops that can drop elements: their outputs are checked for split borders
+_SPLITS = {'split', 'split_with_sizes', 'chunk', 'tensor_split', 'unbind',
+           'narrow', 'select', '__getitem__', 'index_select', 'gather',
+           'take_along_dim', 'masked_select'}
+#: computing ops that act on each slice along the layout dim with a positively
+#: homogeneous (or linear) map: the layout passes, factors kept
+_CHANNELWISE = {
+    'relu', 'relu_', 'leaky_relu', 'leaky_relu_', 'dropout', 'dropout_',
+    'dropout1d', 'dropout2d', 'dropout3d', 'feature_dropout', 'max_pool1d',
+    'max_pool2d', 'max_pool3d', 'avg_pool1d', 'avg_pool2d', 'avg_pool3d',
+    'adaptive_avg_pool1d', 'adaptive_avg_pool2d', 'adaptive_avg_pool3d',
+    'adaptive_max_pool1d', 'adaptive_max_pool2d', 'adaptive_max_pool3d',
+    'max_pool2d_with_indices', 'interpolate', 'upsample', 'upsample_nearest',
+    'upsample_bilinear', 'neg', '__neg__', 'abs', 'lp_pool2d',
+    'sum', 'mean', 'amax', 'amin', 'max', 'min', 'cumsum', 'nan_to_num'
+}
+_REDUCTIONS = {'sum', 'mean', 'amax', 'amin', 'max', 'min'}
+#: element-wise functions that are not homogeneous: exact input needed
+_NONLINEAR = {
+    'gelu', 'silu', 'silu_', 'sigmoid', 'sigmoid_', 'hardsigmoid', 'hardswish',
+    'hardswish_', 'tanh', 'tanh_', 'exp', 'exp_', 'log', 'sqrt', 'rsqrt', 'pow',
+    '__pow__', '__rpow__', 'softplus', 'erf', 'relu6', 'hardtanh', 'hardtanh_',
+    'elu', 'elu_', 'selu', 'celu', 'mish', 'softmax', 'log_softmax', 'sin',
+    'cos', 'reciprocal', 'clamp', 'clamp_', 'clip', 'alpha_dropout',
+    'feature_alpha_dropout', 'layer_norm', 'sign', 'square', 'logsigmoid',
+    'glu', 'softsign', 'tanhshrink', 'threshold', 'rrelu', 'clamp_min',
+    'clamp_max'
+}
+_ADDITIVE = {'add', '__add__', '__radd__', '__iadd__', 'add_', 'sub', '__sub__',
+             '__rsub__', '__isub__', 'sub_', 'maximum', 'minimum', 'where',
+             'masked_fill', 'masked_fill_', 'rsub'}
+_MULTIPLICATIVE = {'mul', '__mul__', '__rmul__', '__imul__', 'mul_', 'multiply'}
+_DIVISION = {'div', '__truediv__', '__itruediv__', 'div_', 'true_divide',
+             '__rtruediv__', '__div__'}
+_MATMUL = {'matmul', '__matmul__', '__rmatmul__', 'bmm'}
+_SCALE_FREE = {'normalize'}
+_SDPA = {'scaled_dot_product_attention'}
+_IGNORED = {'size', 'dim', 'numel', '__len__', '__iter__', '__get__',
+            'is_floating_point', 'get_device', 'is_contiguous',
+            'element_size', 'storage_offset', 'stride', 'data_ptr',
+            'untyped_storage', '__format__', '__bool__', 'new_zeros',
+            'new_ones', 'new_empty', 'new_full', 'new_tensor', 'zeros_like',
+            'ones_like', 'empty_like', 'full_like', 'rand_like', 'randn_like',
+            'dim_order', '__reduce_ex__', '__deepcopy__', 'tolist', 'item',
+            'eq', '__eq__', 'ne', '__ne__', 'gt', '__gt__', 'lt', '__lt__',
+            'ge', '__ge__', 'le', '__le__', 'isnan', 'isinf', 'all', 'any',
+            'argmax', 'argmin', 'topk', 'sort', 'argsort', 'nonzero',
+            'bernoulli_', 'uniform_', 'normal_', 'floor_', 'floor', 'long',
+            'int', 'bool', 'numpy', '__index__', '__int__', '__float__',
+            'has_names', 'names', 'ndimension', 'nelement', 'equal'}
+
+
+class PlanningError(Exception):
+    """A conflict the choices cannot resolve (carried into UnsupportedModuleError)."""
+
+
+@dataclass
+class Choice:
+    """The layout choice of one source (a mixing layer's output space)."""
+    fixed: bool = False
+    order: str = 'cyclic'
+    block: int = 0  # 0: no block constraint (the whole width)
+    exact: bool = False
+
+    def layout(self, width: int, ratio: float) -> Layout:
+        if self.fixed:
+            return fixed(width)
+        if self.order == 'grouped' or (self.block and self.block < width):
+            block = self.block or width
+            return hidden(width, ratio, 'grouped', block, self.exact)
+        return hidden(width, ratio, 'cyclic', exact=self.exact)
+
+
+@dataclass
+class ModuleRecord:
+    """One call of a module with a rule, as planned.
+
+    Attributes:
+        path (str): Module path.
+        kind (str): Its rule kind (``kinds.py``).
+        in_dim (int | None): Layout dim of the input (None: not widened).
+        in_layout (Layout | None): Layout of the input.
+        out_dim (int | None): Layout dim of the output.
+        out_layout (Layout | None): Layout of the output.
+        acts_on_layout (bool): Whether the module mixes / normalises along the
+            layout dim (False: it acts on another dim and passes the layout).
+    """
+    path: str
+    kind: str
+    in_dim: Optional[int] = None
+    in_layout: Optional[Layout] = None
+    out_dim: Optional[int] = None
+    out_layout: Optional[Layout] = None
+    acts_on_layout: bool = True
+
+
+@dataclass
+class LayoutPlan:
+    """The planned layouts (see the module docstring)."""
+    modules: Dict[str, ModuleRecord] = field(default_factory=dict)
+    params: Dict[str, Tuple[int, Layout]] = field(default_factory=dict)
+    iterations: int = 0
+    unsupported: List[Tuple[str, str, str]] = field(default_factory=list)
+    bad_ratio: List[str] = field(default_factory=list)
+    output_layouts: List[Optional[Tuple[int, Layout]]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ tags
+class _Origins:
+    """Id ranges: which origin (module output, param, op, input) an id comes from."""
+
+    def __init__(self):
+        self.bases: List[int] = []
+        self.keys: List[tuple] = []
+        self.shapes: List[tuple] = []
+        self.dims: List[Optional[int]] = []
+        self.sources: List[frozenset] = []
+        self.next = 0
+
+    def new(self, shape, key, sources=frozenset(), dim=None) -> torch.Tensor:
+        n = math.prod(shape)
+        base = self.next
+        self.next += max(n, 1)
+        self.bases.append(base)
+        self.keys.append(key)
+        self.shapes.append(tuple(shape))
+        self.dims.append(dim)
+        self.sources.append(frozenset(sources))
+        return (torch.arange(n, dtype=torch.float64) + base).reshape(shape)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Origin number of every id (ids >= 0)."""
+        bases = torch.tensor(self.bases, dtype=torch.float64)
+        return torch.searchsorted(bases, ids.reshape(-1), right=True) - 1
+
+    def origins_of(self, ids: torch.Tensor) -> Set[int]:
+        ids = ids[ids >= 0]
+        if ids.numel() == 0:
+            return set()
+        return set(self.lookup(torch.unique(ids)).tolist())
+
+    def sources_of(self, ids: torch.Tensor) -> Set[tuple]:
+        out = set()
+        for o in self.origins_of(ids):
+            out |= self.sources[o]
+        return out
+
+
+def _row_hash(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """An exact (integer, order-independent) hash of each row of ids."""
+    return (rows.long() * weights[:rows.shape[1]]).sum(1)
+
+
+def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
+              dim: Optional[int] = None):
+    """Pair a teacher tensor's tags with the student tensor's ids.
+
+    Returns:
+        ``(d, Layout)`` with ``d`` the widened dim (non-negative), ``(None,
+        None)`` when the teacher tensor is exactly the student's (fixed, factor
+        1), or raises :class:`PlanningError` with the reason.
+    """
+    if t_tags.dim() != s_tags.dim():
+        raise PlanningError(f'teacher tensor has {t_tags.dim()} dims, the '
+                            f'student\'s {s_tags.dim()}')
+    diff = [d for d in range(t_tags.dim()) if t_tags.shape[d] != s_tags.shape[d]]
+    if dim is not None:
+        dim = dim % t_tags.dim()
+        if diff and diff != [dim]:
+            raise PlanningError(f'widened along dims {diff}, not along dim {dim}')
+        diff = [dim]
+    if not diff:
+        if torch.equal(t_tags, s_tags) and bool((t_fac == 1).all()):
+            return None, None
+        # same sizes: a permutation or a rescaling; find the dim below
+        cands = [d for d in range(t_tags.dim()) if t_tags.shape[d] > 1]
+        for d in cands:
+            try:
+                return canonical(t_tags, t_fac, s_tags, d)
+            except PlanningError:
+                continue
+        raise PlanningError('the teacher tensor is not a per-channel copy of '
+                            "the student's")
+    if len(diff) > 1:
+        raise PlanningError(f'widened along more than one dim {diff}')
+    d = diff[0]
+    c_t, c_s = t_tags.shape[d], s_tags.shape[d]
+    t_rows = t_tags.movedim(d, 0).reshape(c_t, -1)
+    s_rows = s_tags.movedim(d, 0).reshape(c_s, -1)
+    weights = torch.randint(1, 2**31, (t_rows.shape[1], ),
+                            generator=torch.Generator().manual_seed(0))
+    th, sh = _row_hash(t_rows, weights), _row_hash(s_rows, weights)
+    order = torch.argsort(sh)
+    pos = torch.searchsorted(sh[order], th).clamp(max=c_s - 1)
+    index = order[pos]
+    if not torch.equal(s_rows[index], t_rows):
+        bad = (s_rows[index] != t_rows).any(1).nonzero()[0, 0].item()
+        raise PlanningError(
+            f'teacher channel {bad} along dim {d} does not carry a single '
+            'student channel (a split or reshape does not fall on a border of '
+            'the widened channels)')
+    f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)
+    factor = f_rows[:, 0].clone()
+    valid = t_rows >= 0
+    if not torch.allclose(f_rows[valid], factor[:, None].expand_as(f_rows)[valid],
+                          rtol=1e-9, atol=0):
+        raise PlanningError(f'factors vary within a channel along dim {d}')
+    lay = Layout(index, factor, c_s)
+    if not lay.complete:
+        raise PlanningError(f'the teacher tensor misses student channels along '
+                            f'dim {d}')
+    return d, lay
+
+
+# ------------------------------------------------------------------ runs
+def _fn_name(func) -> str:
+    name = getattr(func, '__name__', None)
+    if name is None:
+        name = repr(func)
+    return name
+
+
+def _tensors(tree) -> List[torch.Tensor]:
+    leaves, _ = tree_flatten(tree)
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+class _Recorder(TorchFunctionMode):
+    """Shared machinery of the student and teacher runs."""
+
+    def __init__(self, model: nn.Module, origins: _Origins):
+        super().__init__()
+        self.origins = origins
+        self.tags: Dict[int, torch.Tensor] = {}
+        self.srcs: Dict[int, frozenset] = {}
+        self.facs: Dict[int, torch.Tensor] = {}
+        self.keep: List[torch.Tensor] = []
+        self.paused = 0
+        self.rule_depth = 0
+        self.stack: List[str] = []
+        self.param_names = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            self.param_names.setdefault(id(p), name)
+        for name, b in model.named_buffers(remove_duplicate=False):
+            if b.is_floating_point():
+                self.param_names.setdefault(id(b), name)
+        self.op_index = 0
+
+    def where(self) -> str:
+        return self.stack[-1] if self.stack else ''
+
+    def tag(self, t: torch.Tensor, tags: torch.Tensor, fac=None, srcs=None):
+        if srcs is not None:
+            self.srcs[id(t)] = srcs
+        self.tags[id(t)] = tags
+        self.facs[id(t)] = fac if fac is not None else torch.ones_like(tags)
+        self.keep.append(t)
+
+    def tagged(self, t) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in self.tags
+
+    def _involved(self, args, kwargs) -> bool:
+        for t in _tensors((args, kwargs)):
+            if id(t) in self.tags or id(t) in self.param_names:
+                return True
+        return False
+
+    def ensure_param_tags(self, args, kwargs):
+        for t in _tensors((args, kwargs)):
+            if id(t) not in self.tags and id(t) in self.param_names:
+                self.tag_param(t, self.param_names[id(t)])
+
+    def tag_param(self, t, name):
+        raise NotImplementedError
+
+    def on_tags(self, func, args, kwargs):
+        """Apply a data-movement op to the tags (and to the factors)."""
+        name = _fn_name(func)
+
+        def sub(which):
+            def f(x):
+                if isinstance(x, torch.Tensor):
+                    if id(x) in self.tags:
+                        return (self.tags if which == 't' else self.facs)[id(x)]
+                    if x.is_floating_point():
+                        fill = -1.0 if which == 't' else 1.0
+                        return torch.full(x.shape, fill, dtype=torch.float64)
+                return x
+            return f
+
+        if name in _DTYPE_MOVES:
+            src = args[0]
+            return self.tags.get(id(src)), self.facs.get(id(src))
+        kw_t, kw_f = dict(kwargs), dict(kwargs)
+        if name == 'pad':
+            kw_t['value'], kw_f['value'] = -1.0, 1.0
+            if len(args) > 3:
+                args = args[:3]
+        out = []
+        for which, kw in (('t', kw_t), ('f', kw_f)):
+            a = tree_map(sub(which), args)
+            out.append(func(*a, **kw))
+        if name == '__setitem__':
+            return tree_map(sub('t'), args)[0], tree_map(sub('f'), args)[0]
+        return out[0], out[1]
+
+
+class _StudentRun(_Recorder):
+    """Records the student: ids of every tensor, module outputs, op outputs."""
+
+    def __init__(self, model, origins, rule_paths):
+        super().__init__(model, origins)
+        self.ops: List[dict] = []
+        self.module_out: Dict[Tuple[str, int], list] = {}
+        self.module_in: Dict[Tuple[str, int], torch.Tensor] = {}
+        self.calls: Dict[str, int] = {}
+        self.rule_paths = rule_paths
+
+    def tag_param(self, t, name):
+        self.tag(t, self.origins.new(t.shape, ('param', name)),
+                 srcs=frozenset())
+
+    def _in_srcs(self, args, kwargs) -> frozenset:
+        out = frozenset()
+        for t in _tensors((args, kwargs)):
+            out = out | self.srcs.get(id(t), frozenset())
+        return out
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.paused or self.rule_depth or not self._involved(args, kwargs):
+            return func(*args, **kwargs)
+        name = _fn_name(func)
+        self.ensure_param_tags(args, kwargs)
+        out = func(*args, **kwargs)
+        if name in _IGNORED:
+            return out
+        record = {'name': name, 'where': self.where(),
+                  'in': [self.tags.get(id(t)) for t in _tensors((args, kwargs))]}
+        if name in _MOVES or name in _DTYPE_MOVES:
+            t_out, _ = self.on_tags(func, args, kwargs)
+            if name == '__setitem__':
+                self.tag(args[0], t_out)
+                record['out'] = [t_out]
+            else:
+                outs, touts = _tensors(out), _tensors(t_out)
+                srcs = self._in_srcs(args, kwargs)
+                for o, to in zip(outs, touts):
+                    self.tag(o, to, srcs=srcs)
+                record['out'] = touts
+        else:
+            outs = _tensors(out)
+            srcs = self._in_srcs(args, kwargs)
+            tags = [self.origins.new(o.shape, ('op', self.op_index, name), srcs)
+                    for o in outs]
+            for o, tg in zip(outs, tags):
+                self.tag(o, tg, srcs=srcs)
+            record['out'] = tags
+            if name.endswith('_') or name.startswith('__i'):
+                if outs and args and isinstance(args[0], torch.Tensor) \
+                        and args[0] is not outs[0]:
+                    self.tag(args[0], tags[0])
+        self.ops.append(record)
+        self.op_index += 1
+        return out
+
+
+class _Stub(nn.Module):
+    """Stands in for a module with a rule during the teacher run."""
+
+    def __init__(self, path, original, run):
+        super().__init__()
+        object.__setattr__(self, '_orig', original)
+        object.__setattr__(self, '_run', run)
+        self._path = path
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, '_orig'), name)
+
+    def forward(self, *args, **kwargs):
+        return self._run.stub_call(self._path, self._orig, args, kwargs)
+
+
+class _TeacherRun(_Recorder):
+    """The teacher's code on tags: pairs every tensor with the student's."""
+
+    def __init__(self, model, origins, student: _StudentRun, plan_ctx):
+        super().__init__(model, origins)
+        self.student = student
+        self.ctx = plan_ctx
+        self.calls: Dict[str, int] = {}
+        self.param_layouts = plan_ctx.param_layouts
+        self.param_values: Dict[str, torch.Tensor] = {}
+
+    # --------------------------------------------------------------- params
+    def tag_param(self, t, name):
+        s_ids = self.student_param_ids(name, t)
+        lay = self.param_layouts.get(name)
+        if lay is None or t.shape == s_ids.shape:
+            self.tag(t, s_ids)
+            return
+        d, layout = lay
+        self.tag(t, s_ids.index_select(d, layout.index),
+                 _factor_tensor(layout, d, t.dim(), t.shape))
+
+    def student_param_ids(self, name, t):
+        for i, key in enumerate(self.origins.keys):
+            if key == ('param', name):
+                shape = self.origins.shapes[i]
+                return (torch.arange(math.prod(shape), dtype=torch.float64) +
+                        self.origins.bases[i]).reshape(shape)
+        raise PlanningError(f'parameter {name} was not used by the student run')
+
+    # ---------------------------------------------------------------- layouts
+    def layout_of(self, t: torch.Tensor, s_ids: torch.Tensor, dim=None):
+        if not self.tagged(t):
+            return None, None
+        return canonical(self.tags[id(t)], self.facs[id(t)], s_ids, dim)
+
+    def out_tags(self, s_ids, d, lay):
+        if lay is None:
+            return s_ids, torch.ones_like(s_ids)
+        return (s_ids.index_select(d, lay.index),
+                _factor_tensor(lay, d, s_ids.dim(), None, s_ids))
+
+    # ---------------------------------------------------------------- stubs
+    def stub_call(self, path, module, args, kwargs):
+        self.paused += 1
+        try:
+            return self._stub_call(path, module, args, kwargs)
+        finally:
+            self.paused -= 1
+
+    def _stub_call(self, path, module, args, kwargs):
+        call = self.calls.get(path, 0)
+        self.calls[path] = call + 1
+        key = (path, call)
+        if key not in self.student.module_out:
+            raise PlanningError(f'{path} was not called by the student run')
+        s_in = self.student.module_in.get(key)
+        s_out = self.student.module_out[key]
+        kind = unit_kind(module)
+        x = _tensors((args, kwargs))[0] if _tensors((args, kwargs)) else None
+        rec = ModuleRecord(path, kind)
+        if x is not None and s_in is not None and self.tagged(x):
+            try:
+                rec.in_dim, rec.in_layout = self.layout_of(x, s_in)
+            except PlanningError as e:
+                self.ctx.fail(path, type(module).__name__, f'its input: {e}',
+                              self.tags[id(x)])
+                rec.in_dim = None
+        self.ctx.module_rule(self, rec, module, x, s_in)
+        prev = self.ctx.records.get(path)
+        if prev is not None and not _same_record(prev, rec):
+            self.ctx.fail(path, type(module).__name__,
+                          'called twice with different layouts')
+        self.ctx.records[path] = rec
+        if rec.out_dim is not None:
+            for o in self.student.module_origins.get(key, ()):
+                self.ctx.origin_dims[o] = rec.out_dim
+        outs = []
+        for s_val, s_ids in s_out:
+            if rec.out_layout is None:
+                t_val, (tg, fc) = s_val, (s_ids, torch.ones_like(s_ids))
+            else:
+                t_val = rec.out_layout.expand(s_val, rec.out_dim)
+                tg, fc = self.out_tags(s_ids, rec.out_dim, rec.out_layout)
+            t_val = t_val.clone()
+            self.tag(t_val, tg, fc)
+            outs.append(t_val)
+        structure = self.student.module_struct[key]
+        return structure(outs)
+
+    # -------------------------------------------------------------- functions
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.paused or self.rule_depth or not self._involved(args, kwargs):
+            return func(*args, **kwargs)
+        name = _fn_name(func)
+        self.paused += 1
+        try:
+            self.ensure_param_tags(args, kwargs)
+        finally:
+            self.paused -= 1
+        if name in _IGNORED:
+            return func(*args, **kwargs)
+        k = self.op_index
+        self.op_index += 1
+        if k >= len(self.student.ops) or self.student.ops[k]['name'] != name:
+            other = self.student.ops[k]['name'] if k < len(self.student.ops) \
+                else 'nothing'
+            raise PlanningError(
+                f'the teacher\'s code called {name}() where the student called '
+                f'{other}() (at {self.where() or "<model>"}): control flow '
+                'depends on the width')
+        rec = self.student.ops[k]
+        self.paused += 1
+        try:
+            args, kwargs = self.ctx.before_op(self, name, args, kwargs, rec)
+        finally:
+            self.paused -= 1
+        try:
+            out = func(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise PlanningError(
+                f'{name}() fails on the teacher\'s tensors: '
+                f'{str(e).splitlines()[0]} (a width the code reads is not '
+                'widened, or the op has no layout rule)') from e
+        self.paused += 1
+        try:
+            self.ctx.after_op(self, func, name, args, kwargs, out, rec)
+        finally:
+            self.paused -= 1
+        return out
+
+
+def _same_record(a: ModuleRecord, b: ModuleRecord) -> bool:
+    def same(x, y):
+        if x is None or y is None:
+            return x is y
+        return x.same(y)
+    return a.in_dim == b.in_dim and a.out_dim == b.out_dim and \
+        same(a.in_layout, b.in_layout) and same(a.out_layout, b.out_layout)
+
+
+def _factor_tensor(lay: Layout, d: int, ndim: int, shape=None, like=None):
+    shape = list(like.shape if like is not None else shape)
+    view = [1] * ndim
+    view[d] = -1
+    out = lay.factor.reshape(view)
+    shape[d] = lay.teacher_width
+    return out.expand(shape).clone()
+
+
+# ------------------------------------------------------------------ planner
+_CHANNEL_DIM = {'conv': 1, 'linear': -1, 'batchnorm': 1, 'groupnorm': 1,
+                'layernorm': -1, 'layernorm2d': 1, 'attention': -1}
+
+
+class _Planner:
+    """Choices, records and the rules of the teacher run (one iteration)."""
+
+    def __init__(self, ratio: float):
+        self.ratio = ratio
+        self.choices: Dict[tuple, Choice] = {}
+        self.parent: Dict[tuple, tuple] = {}
+        self.param_layouts: Dict[str, Tuple[int, Layout]] = {}
+        self.origin_dims: Dict[int, int] = {}
+        self.origins: Optional[_Origins] = None
+        self._flipped = False
+        self.reset()
+
+    def reset(self):
+        self.records: Dict[str, ModuleRecord] = {}
+        self.failures: List[Tuple[str, str, str]] = []
+        self.bad_ratio: List[str] = []
+        self.changed = False
+
+    # ----------------------------------------------------------- choices
+    def find(self, key):
+        while self.parent.get(key, key) != key:
+            key = self.parent[key]
+        return key
+
+    def choice(self, key) -> Choice:
+        return self.choices.setdefault(self.find(key), Choice())
+
+    def _set(self, key, **fields):
+        c = self.choice(key)
+        for k, v in fields.items():
+            if getattr(c, k) != v:
+                setattr(c, k, v)
+                self.changed = True
+                self._flipped = True
+
+    def flip(self, sources, **fields):
+        for key in sources:
+            if key[0] != 'module':
+                continue
+            c = self.choice(key)
+            if 'block' in fields:
+                b = fields['block']
+                new = math.gcd(c.block, b) if c.block else b
+                self._set(key, block=new, order='grouped')
+            else:
+                self._set(key, **fields)
+
+    def join(self, sources):
+        keys = [k for k in sources if k[0] == 'module']
+        if len(keys) < 2:
+            return False
+        roots = {self.find(k) for k in keys}
+        if len(roots) < 2:
+            return False
+        roots = sorted(roots)
+        merged = Choice()
+        for r in roots:
+            c = self.choices.get(r, Choice())
+            merged.fixed |= c.fixed
+            merged.exact |= c.exact
+            if c.order == 'grouped' or c.block:
+                merged.order = 'grouped'
+                merged.block = math.gcd(merged.block, c.block) if merged.block \
+                    else c.block
+        for r in roots[1:]:
+            self.parent[r] = roots[0]
+            self.choices.pop(r, None)
+        self.choices[roots[0]] = merged
+        self.changed = True
+        return True
+
+    def fail(self, where, typ, why, tags=None):
+        self.failures.append((where, typ, why))
+
+    def sources(self, run, t) -> Set[tuple]:
+        if not run.tagged(t):
+            return set()
+        return self.origins.sources_of(run.tags[id(t)])
+
+    # ------------------------------------------------------------ modules
+    def module_rule(self, run, rec: ModuleRecord, module, x, s_in):
+        kind = rec.kind
+        if kind in ('layernorm', ) and len(getattr(module, 'normalized_shape',
+                                                   (0, ))) != 1:
+            self.fail(rec.path, type(module).__name__,
+                      'LayerNorm over more than the last dim')
+        s_out_val, s_out_ids = run.student.module_out[(rec.path,
+                                                       run.calls[rec.path] - 1)][0]
+        ndim = s_out_val.dim()
+        cdim = _CHANNEL_DIM.get(kind)
+        if cdim is not None:
+            cdim = cdim % ndim
+        if kind == 'channel_scale':
+            fmt = getattr(module, 'data_format', None)
+            cdim = (ndim - 1) if fmt == 'channels_last' or (
+                fmt is None and type(module).__name__ == 'LayerScale') else 1
+            if fmt == 'channels_first':
+                cdim = 1
+        if kind in MIXING or kind == 'attention':
+            src = ('module', rec.path)
+            if rec.in_layout is not None and rec.in_dim != cdim:
+                if kind != 'linear':
+                    self.fail(rec.path, type(module).__name__,
+                              f'its input is widened along dim {rec.in_dim}, '
+                              f'not along its channels (dim {cdim})')
+                    return
+                rec.acts_on_layout = False  # e.g. a token-mixing linear
+                if module.bias is not None and not rec.in_layout.is_exact:
+                    self.flip(self.sources(run, x), exact=True)
+                rec.out_dim, rec.out_layout = rec.in_dim, rec.in_layout
+                return
+            width = s_out_val.shape[cdim]
+            if getattr(module, 'groups', 1) > 1 and rec.in_layout is not None:
+                rec.out_dim = cdim
+                rec.out_layout = _grouped_out(module, rec.in_layout)
+                if rec.out_layout is None:  # a bad ratio: the builder names it
+                    rec.out_layout = hidden(width, self.ratio)
+                return
+            choice = self.choice(src)
+            lay = choice.layout(width, self.ratio)
+            rec.out_dim = cdim
+            rec.out_layout = None if lay.is_identity else lay
+            return
+        if rec.in_layout is None:
+            return  # a fixed space stays fixed
+        if kind in NORMS or kind == 'layernorm2d':
+            if rec.in_dim != cdim:
+                if kind in ('layernorm', ) and rec.in_layout.is_exact:
+                    rec.acts_on_layout = False
+                elif kind == 'layernorm':
+                    self.flip(self.sources(run, x), exact=True)
+                    rec.acts_on_layout = False
+                else:
+                    self.fail(rec.path, type(module).__name__,
+                              f'input widened along dim {rec.in_dim}, not its '
+                              f'channels (dim {cdim})')
+                    return
+        elif kind == 'channel_scale':
+            if rec.in_dim != cdim:
+                rec.acts_on_layout = False
+        rec.out_dim, rec.out_layout = rec.in_dim, rec.in_layout
+
+    # ---------------------------------------------------------------- ops
+    def before_op(self, run, name, args, kwargs, srec):
+        binary = name in _ADDITIVE or name in _MULTIPLICATIVE or \
+            name in _DIVISION
+        if not (binary or name in ('cat', 'concat', 'concatenate', 'stack')):
+            return args, kwargs
+        ins = _tensors((args, kwargs))
+        s_ins = srec['in']
+        if len(ins) != len(s_ins):
+            return args, kwargs
+        lays = {}
+        for t, s in zip(ins, s_ins):
+            if s is None or not run.tagged(t):
+                continue
+            try:
+                lays[id(t)] = run.layout_of(t, s) if t.shape != s.shape or \
+                    not torch.equal(run.tags[id(t)], s) else (None, None)
+            except PlanningError:
+                lays[id(t)] = (None, None)
+        widened = [(t, lays[id(t)]) for t in ins
+                   if lays.get(id(t), (None, None))[1] is not None]
+        if not widened:
+            return args, kwargs
+        ref_t, (ref_d, ref_lay) = widened[0]
+        if name in ('cat', 'concat', 'concatenate', 'stack'):
+            cat_dim = args[1] if len(args) > 1 else kwargs.get('dim', 0)
+            if (cat_dim % ref_t.dim()) == ref_d:
+                return args, kwargs
+        replace = {}
+        for i, (t, s) in enumerate(zip(ins, s_ins)):
+            if s is None or id(t) in replace or \
+                    lays.get(id(t), (None, None))[1] is not None:
+                continue
+            d = ref_d - (ref_t.dim() - t.dim())
+            if d < 0 or t.shape[d] != ref_lay.width or \
+                    t.shape[d] == ref_lay.teacher_width:
+                continue
+            origins = self.origins.origins_of(run.tags[id(t)])
+            keys = {self.origins.keys[o] for o in origins}
+            if len(keys) != 1 or next(iter(keys))[0] != 'param':
+                continue
+            pname = next(iter(keys))[1]
+            if name in _MULTIPLICATIVE or (name in _DIVISION and i > 0):
+                factor = torch.ones_like(ref_lay.factor)
+            elif name in _DIVISION:
+                factor = 1.0 / ref_lay.factor
+            else:
+                factor = ref_lay.factor
+            lay = Layout(ref_lay.index, factor, ref_lay.width)
+            new = lay.expand(t.detach(), d).to(t.dtype)
+            run.tag(new, run.tags[id(t)].index_select(d, lay.index),
+                    _factor_tensor(lay, d, t.dim(), t.shape))
+            replace[id(t)] = new
+            self._param_layout(run, pname, run.tags[id(t)], d, lay)
+        if not replace:
+            return args, kwargs
+
+        def sub(x):
+            return replace.get(id(x), x) if isinstance(x, torch.Tensor) else x
+        return tree_map(sub, args), tree_map(sub, kwargs)
+
+    def _param_layout(self, run, pname, ids, d, lay):
+        o = next(iter(self.origins.origins_of(ids)))
+        base, shape = self.origins.bases[o], self.origins.shapes[o]
+        line = ids.movedim(d, 0).reshape(ids.shape[d], -1)[:, 0] - base
+        coords = torch.stack(torch.unravel_index(line.long(), shape))
+        p = None
+        for k in range(len(shape)):
+            if torch.equal(coords[k], torch.arange(ids.shape[d])) and all(
+                    (coords[m] == coords[m][0]).all() for m in range(len(shape))
+                    if m != k):
+                p = k
+        if p is None:
+            self.fail(pname, 'parameter', 'meets a widened tensor along a dim '
+                      'that is not one of its own')
+            return
+        prev = self.param_layouts.get(pname)
+        if prev is None or prev[0] != p or not prev[1].same(lay):
+            self.param_layouts[pname] = (p, lay)
+            self.changed = True
+
+    def after_op(self, run, func, name, args, kwargs, out, srec):
+        s_outs = srec['out']
+        t_outs = _tensors(out)
+        where = srec['where']
+        if name in _MOVES or name in _DTYPE_MOVES:
+            t_tags, t_facs = run.on_tags(func, args, kwargs)
+            if name == '__setitem__':
+                run.tag(args[0], t_tags, t_facs)
+                return
+            tt, tf = _tensors(t_tags), _tensors(t_facs)
+            for o, a, b in zip(t_outs, tt, tf):
+                run.tag(o, a, b)
+            if name in _SPLITS:
+                self._check_split(run, srec, tt, where, name)
+            return
+        ins = _tensors((args, kwargs))
+        s_ins = srec['in']
+        lays = []
+        for t, s in zip(ins, s_ins):
+            if s is None or not run.tagged(t):
+                lays.append((t, None, None))
+                continue
+            try:
+                d, lay = run.layout_of(t, s)
+            except PlanningError as e:
+                self.fail(where, 'op', f'{name}(): {e}')
+                d, lay = None, None
+                self._fallback_tags(run, t_outs, s_outs)
+                return
+            lays.append((t, d, lay))
+        d_out, lay_out = self._op_rule(run, name, args, kwargs, lays, out,
+                                       s_outs, where)
+        for o, s in zip(t_outs, s_outs):
+            if lay_out is None:
+                if o.shape != s.shape:
+                    self.fail(where, 'op', f'{name}() gives a widened output '
+                              'from no widened input')
+                    run.tag(o, torch.full(o.shape, -1.0, dtype=torch.float64))
+                    continue
+                run.tag(o, s)
+            else:
+                exp = list(s.shape)
+                exp[d_out] = lay_out.teacher_width
+                if list(o.shape) != exp:
+                    self.fail(where, 'op', f'{name}() output has shape '
+                              f'{tuple(o.shape)}, expected {tuple(exp)}')
+                    run.tag(o, torch.full(o.shape, -1.0, dtype=torch.float64))
+                    continue
+                tg, fc = run.out_tags(s, d_out, lay_out)
+                run.tag(o, tg, fc)
+                for org in self.origins.origins_of(s):
+                    self.origin_dims[org] = d_out
+        if name.endswith('_') or name.startswith('__i'):
+            if t_outs and args and isinstance(args[0], torch.Tensor):
+                run.tags[id(args[0])] = run.tags.get(id(t_outs[0]))
+                run.facs[id(args[0])] = run.facs.get(id(t_outs[0]))
+
+    def _fallback_tags(self, run, t_outs, s_outs):
+        for o in t_outs:
+            run.tag(o, torch.full(o.shape, -1.0, dtype=torch.float64))
+
+    def _check_split(self, run, srec, t_tags, where, name):
+        """Every output of a split must carry exactly the student's output ids."""
+        if len(t_tags) != len(srec['out']):
+            self.fail(where, 'op', f'{name}() gives {len(t_tags)} pieces on the '
+                      f'teacher, {len(srec["out"])} on the student: a size the '
+                      'code passes (an attribute such as a width) is not widened')
+            return
+        for tt, ss in zip(t_tags, srec['out']):
+            a = torch.unique(tt[tt >= 0])
+            b = torch.unique(ss[ss >= 0])
+            if a.shape == b.shape and torch.equal(a, b):
+                continue
+            bad = torch.cat([a[~torch.isin(a, b)], b[~torch.isin(b, a)]])
+            self._flipped = False
+            for o in self.origins.origins_of(bad):
+                key = self.origins.keys[o]
+                dim = self.origin_dims.get(o)
+                shape = self.origins.shapes[o]
+                if dim is None:
+                    continue
+                base = self.origins.bases[o]
+                mine = b[(self.origins.lookup(b) == o)]
+                coords = torch.unravel_index((mine - base).long(), shape)[dim]
+                width = shape[dim]
+                sel = torch.zeros(width, dtype=torch.bool)
+                sel[coords] = True
+                edges = [i for i in range(1, width) if sel[i] != sel[i - 1]]
+                block = width
+                for e in edges:
+                    block = math.gcd(block, e)
+                srcs = self.origins.sources[o]
+                self.flip(srcs, block=block)
+            if not self._flipped:
+                self.fail(where, 'op', f'{name}() splits the widened channels '
+                          'where the teacher cannot follow')
+
+    # ---------------------------------------------------------- op rules
+    def _op_rule(self, run, name, args, kwargs, lays, out, s_outs, where):
+        widened = [(t, d, lay) for t, d, lay in lays if lay is not None]
+        if not widened:
+            return None, None
+        if name in _CHANNELWISE:
+            t, d, lay = widened[0]
+            if name in _REDUCTIONS:
+                dims = args[1] if len(args) > 1 else kwargs.get('dim')
+                if name in ('max', 'min') and isinstance(dims, torch.Tensor):
+                    return self._binary(run, name, args, lays, where, 'additive')
+                keep = kwargs.get('keepdim', args[2] if len(args) > 2 and
+                                  isinstance(args[2], bool) else False)
+                if dims is None:
+                    dims = list(range(t.dim()))
+                if isinstance(dims, int):
+                    dims = [dims]
+                dims = sorted(x % t.dim() for x in dims)
+                if d in dims:
+                    ok = (name == 'sum' and torch.allclose(
+                        torch.zeros(lay.width, dtype=torch.float64).index_add(
+                            0, lay.index, lay.factor), torch.ones(lay.width,
+                                                                dtype=torch.float64)))
+                    ok |= name in ('amax', 'amin', 'max', 'min') and lay.is_exact
+                    counts = lay.counts()
+                    uniform = bool((counts == counts[0]).all())
+                    if name == 'mean' and uniform:
+                        if not lay.is_exact:
+                            self.flip(self.sources(run, t), exact=True)
+                        ok = True
+                    if not ok:
+                        self.fail(where, 'op', f'{name}() over the widened '
+                                  'channels')
+                    return None, None
+                if not keep:
+                    d -= sum(1 for x in dims if x < d)
+            return d, lay
+        if name in _NONLINEAR or name in _SCALE_FREE:
+            t, d, lay = widened[0]
+            dim = kwargs.get('dim', args[1] if len(args) > 1 and
+                             isinstance(args[1], int) else None)
+            if name == 'normalize' and dim is None:
+                dim = 1
+            if name == 'layer_norm':
+                shape = args[1] if len(args) > 1 else kwargs['normalized_shape']
+                dim = [t.dim() - 1 - i for i in range(len(shape))]
+            dims = dim if isinstance(dim, (list, tuple)) else \
+                ([dim] if dim is not None else [])
+            if name in ('softmax', 'log_softmax', 'normalize', 'glu',
+                        'layer_norm') and any(x % t.dim() == d for x in dims):
+                self.fail(where, 'op', f'{name}() over the widened channels')
+                return d, lay.exact()
+            if name in _SCALE_FREE:
+                return d, lay.exact()
+            if not lay.is_exact:
+                self.flip(self.sources(run, t), exact=True)
+            return d, lay.exact()
+        if name in _ADDITIVE:
+            return self._binary(run, name, args, lays, where, 'additive')
+        if name in _MULTIPLICATIVE:
+            return self._binary(run, name, args, lays, where, 'mul')
+        if name in _DIVISION:
+            return self._binary(run, name, args, lays, where, 'div')
+        if name in _MATMUL:
+            return self._matmul(run, lays, where, name)
+        if name in _SDPA:
+            return self._sdpa(run, lays, where)
+        t, d, lay = widened[0]
+        self.fail(where, 'op', f'functional {name}() on a widened tensor has no '
+                  'rule')
+        return d, lay
+
+    def _binary(self, run, name, args, lays, where, mode):
+        if name == 'where':
+            lays = lays[1:]
+        out_rank = max(t.dim() for t, _, _ in lays)
+        widened = [(t, d + out_rank - t.dim(), lay) for t, d, lay in lays
+                   if lay is not None]
+        t0, d0, l0 = widened[0]
+        for t, d, lay in widened[1:]:
+            if d != d0 or not lay.same_map(l0):
+                srcs = set()
+                for tt, _, _ in widened:
+                    srcs |= self.sources(run, tt)
+                if not self.join(srcs):
+                    self.fail(where, 'op', f'{name}() of tensors widened in '
+                              'different layouts')
+                return d0, l0
+        if mode == 'additive':
+            for t, d, lay in widened[1:]:
+                if not torch.allclose(lay.factor, l0.factor):
+                    srcs = set()
+                    for tt, _, _ in widened:
+                        srcs |= self.sources(run, tt)
+                    self.flip(srcs, exact=True)
+                    return d0, l0
+            consts = [a for a in args if isinstance(a, (int, float)) and a != 0
+                      and not isinstance(a, bool)]
+            consts += [t for t, d, lay in lays if lay is None and
+                       isinstance(t, torch.Tensor) and t.dtype != torch.bool]
+            if name.startswith('masked_fill') and len(args) > 2 and \
+                    args[2] != 0:
+                consts.append(args[2])
+            if consts and not l0.is_exact:
+                srcs = set()
+                for tt, _, _ in widened:
+                    srcs |= self.sources(run, tt)
+                self.flip(srcs, exact=True)
+            return d0, l0
+        factor = torch.ones_like(l0.factor)
+        first = lays[0][0] if name not in ('__rtruediv__', ) else None
+        for t, d, lay in widened:
+            if mode == 'div' and t is not lays[0][0]:
+                factor = factor / lay.factor
+            elif mode == 'div' and name == '__rtruediv__':
+                factor = factor / lay.factor
+            else:
+                factor = factor * lay.factor
+        del first
+        return d0, Layout(l0.index, factor, l0.width)
+
+    def _matmul(self, run, lays, where, name):
+        (a, da, la), (b, db, lb) = lays[0], lays[1]
+        if a.dim() < 2 or b.dim() < 2:
+            self.fail(where, 'op', f'{name}() of vectors on widened tensors')
+            return None, None
+        ra = None if la is None else da - a.dim()
+        rb = None if lb is None else db - b.dim()
+        out_rank = max(a.dim(), b.dim())
+        if ra == -1 or rb == -2:
+            if ra != -1 or rb != -2 or not la.same_map(lb):
+                self.fail(where, 'op', f'{name}() contracts widened channels '
+                          'with a tensor widened otherwise')
+                return None, None
+            s = torch.zeros(la.width, dtype=torch.float64).index_add(
+                0, la.index, la.factor * lb.factor)
+            if not torch.allclose(s, torch.ones_like(s)):
+                if not la.is_exact:
+                    self.flip(self.sources(run, a), exact=True)
+                else:
+                    self.flip(self.sources(run, b), exact=True)
+            return None, None
+        outs = []
+        if ra is not None and ra == -2:
+            outs.append((out_rank - 2, la))
+        if rb is not None and rb == -1:
+            outs.append((out_rank - 1, lb))
+        batch = [(out_rank + r, l) for r, l in ((ra, la), (rb, lb))
+                 if r is not None and r <= -3]
+        if batch:
+            if len(batch) == 2 and (batch[0][0] != batch[1][0] or
+                                    not batch[0][1].same_map(batch[1][1])):
+                self.fail(where, 'op', f'{name}() of tensors widened along '
+                          'different batch dims')
+                return None, None
+            f = torch.ones_like(batch[0][1].factor)
+            for _, l in batch:
+                f = f * l.factor
+            outs.append((batch[0][0], Layout(batch[0][1].index, f,
+                                             batch[0][1].width)))
+        if len(outs) != 1:
+            self.fail(where, 'op', f'{name}() gives a tensor widened along two '
+                      'dims')
+            return None, None
+        d, lay = outs[0]
+        # the other operand's factor scales the result uniformly only if exact
+        for r, l in ((ra, la), (rb, lb)):
+            if l is not None and l is not lay and (r is None or r > -3) and \
+                    not l.is_exact:
+                pass
+        return d, lay
+
+    def _sdpa(self, run, lays, where):
+        (q, dq, lq), (k, dk, lk), (v, dv, lv) = lays[:3]
+        if lq is None or lk is None or lv is None or not (
+                dq == dk == dv and dq < q.dim() - 2 and lq.same_map(lk) and
+                lk.same_map(lv)):
+            self.fail(where, 'op', 'scaled_dot_product_attention() on tensors '
+                      'not widened by whole heads')
+            return dv, lv
+        if not lq.is_exact:
+            self.flip(self.sources(run, q), exact=True)
+        if not lk.is_exact:
+            self.flip(self.sources(run, k), exact=True)
+        return dv, lv
+
+
+def _grouped_out(module, in_l: Layout) -> Optional[Layout]:
+    """The output layout of a grouped conv, which follows its input's.
+
+    Teacher groups either replicate whole student groups (the student's group
+    size) or widen each group (the student's group count); each output channel
+    carries the factor of its group's inputs.
+    """
+    groups = module.groups
+    cg_in, cg_out = module.in_channels // groups, module.out_channels // groups
+    ct_in = in_l.teacher_width
+    for t_groups in dict.fromkeys((ct_in // cg_in, groups)):
+        if ct_in % t_groups:
+            continue
+        tg_in = ct_in // t_groups
+        gi = in_l.index.reshape(t_groups, tg_in)
+        sg = gi // cg_in
+        if not bool((sg == sg[:, :1]).all()):
+            continue
+        fac = in_l.factor.reshape(t_groups, tg_in)
+        if not torch.allclose(fac, fac[:, :1].expand_as(fac)):
+            continue
+        per = tg_in // cg_in if tg_in % cg_in == 0 else None
+        if per is None:
+            continue
+        idx, f = [], []
+        for u in range(t_groups):
+            s = int(sg[u, 0])
+            local = torch.arange(per * cg_out) % cg_out
+            idx.append(local + s * cg_out)
+            f.append(fac[u, :1].expand(per * cg_out))
+        lay = Layout(torch.cat(idx), torch.cat(f), module.out_channels)
+        if lay.complete:
+            return lay
+    return None
+
+
+# ------------------------------------------------------------------ driver
+def _unit_paths(model: nn.Module):
+    units, inside = {}, []
+    for path, m in model.named_modules():
+        if any(path.startswith(p + '.') for p in inside):
+            continue
+        kind = unit_kind(m)
+        if kind is not None:
+            units[path] = kind
+            inside.append(path)
+    return units
+
+
+def _student_run(student, inputs, forward_fn, origins):
+    units = _unit_paths(student)
+    run = _StudentRun(student, origins, units)
+    run.module_struct = {}
+    run.module_origins = {}
+    run.module_in_srcs = {}
+    handles = []
+
+    def pre(path):
+        def hook(module, args, kwargs):
+            run.stack.append(path)
+            if run.paused or run.rule_depth:
+                run.rule_depth += 1
+                return
+            run.paused += 1
+            try:
+                ts = _tensors((args, kwargs))
+                call = run.calls.get(path, 0)
+                if ts:
+                    run.ensure_param_tags(args, kwargs)
+                    run.module_in[(path, call)] = run.tags.get(id(ts[0]))
+                    run.module_in_srcs[(path, call)] = run._in_srcs(args,
+                                                                   kwargs)
+            finally:
+                run.paused -= 1
+            run.rule_depth += 1
+        return hook
+
+    def post(path):
+        def hook(module, args, kwargs, output):
+            run.stack.pop()
+            run.rule_depth -= 1
+            if run.paused or run.rule_depth:
+                return
+            run.paused += 1
+            try:
+                call = run.calls.get(path, 0)
+                run.calls[path] = call + 1
+                leaves, spec = tree_flatten(output)
+                pos = [i for i, x in enumerate(leaves)
+                       if isinstance(x, torch.Tensor)]
+                outs = []
+                if (units[path] in MIXING and getattr(module, 'groups', 1) == 1) \
+                        or units[path] == 'attention':
+                    srcs = frozenset({('module', path)})
+                else:  # norms, activations, scales pass their input's layout
+                    srcs = run.module_in_srcs.pop((path, call), frozenset())
+                for i in pos:
+                    t = leaves[i]
+                    ids = origins.new(t.shape, ('module', path, call), srcs)
+                    run.module_origins.setdefault((path, call), []).append(
+                        len(origins.bases) - 1)
+                    run.tag(t, ids, srcs=srcs)
+                    outs.append((t.detach().clone(), ids))
+                run.module_out[(path, call)] = outs
+
+                def rebuild(ts, leaves=leaves, spec=spec, pos=pos):
+                    from torch.utils._pytree import tree_unflatten
+                    new = list(leaves)
+                    for i, t in zip(pos, ts):
+                        new[i] = t
+                    return tree_unflatten(new, spec)
+                run.module_struct[(path, call)] = rebuild
+            finally:
+                run.paused -= 1
+        return hook
+
+    for path, module in student.named_modules():
+        if path in units:
+            handles.append(module.register_forward_pre_hook(pre(path),
+                                                            with_kwargs=True))
+            handles.append(module.register_forward_hook(post(path),
+                                                        with_kwargs=True))
+        elif unit_kind(module) is None and not any(
+                path.startswith(p + '.') for p in units):
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a, path=path: _push(run, path)))
+            handles.append(module.register_forward_hook(
+                lambda m, a, o: _pop(run)))
+    try:
+        with torch.no_grad(), run:
+            for i, t in enumerate(_tensors(inputs)):
+                run.tag(t, origins.new(t.shape, ('input', i)))
+            outputs = forward_fn(student, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return run, outputs
+
+
+def _teacher_run(teacher_template, student_run, inputs, forward_fn, planner,
+                 attr_fn):
+    import copy
+    teacher = copy.deepcopy(teacher_template)
+    origins = student_run.origins
+    run = _TeacherRun(teacher, origins, student_run, planner)
+    planner.last_run = run
+    units = _unit_paths(teacher)
+    for path in units:
+        parent_path, _, name = path.rpartition('.')
+        parent = teacher.get_submodule(parent_path) if parent_path else teacher
+        original = getattr(parent, name)
+        parent._modules[name] = _Stub(path, original, run)
+    # free parameters planned so far: widened before the run
+    for pname, (d, lay) in planner.param_layouts.items():
+        owner_path, _, attr = pname.rpartition('.')
+        owner = teacher.get_submodule(owner_path) if owner_path else teacher
+        old = getattr(owner, attr)
+        new = lay.expand(old.detach(), d).to(old.dtype)
+        if isinstance(old, nn.Parameter):
+            new = nn.Parameter(new, old.requires_grad)
+            setattr(owner, attr, new)
+        else:
+            owner._buffers[attr] = new
+    run.param_names = {}
+    for name, p in teacher.named_parameters(remove_duplicate=False):
+        run.param_names.setdefault(id(p), name)
+    for name, b in teacher.named_buffers(remove_duplicate=False):
+        if b.is_floating_point():
+            run.param_names.setdefault(id(b), name)
+    if attr_fn is not None:
+        attr_fn(teacher, planner)
+    handles = []
+    for path, module in teacher.named_modules():
+        if isinstance(module, _Stub) or any(
+                path.startswith(p + '.') for p in units):
+            continue
+        handles.append(module.register_forward_pre_hook(
+            lambda m, a, path=path: _push(run, path)))
+        handles.append(module.register_forward_hook(
+            lambda m, a, o: _pop(run)))
+    s_inputs = _tensors(inputs)
+    try:
+        with torch.no_grad(), run:
+            for t in s_inputs:
+                run.tag(t, student_run.tags[id(t)])
+            outputs = forward_fn(teacher, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return run, outputs
+
+
+def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
+                 attr_fn: Optional[Callable] = None,
+                 max_iterations: int = 12) -> LayoutPlan:
+    """Plan every widened module's layouts (see the module docstring).
+
+    Args:
+        student (nn.Module): The student, in eval mode; not modified.
+        inputs: Probe batch for ``forward_fn``.
+        forward_fn (callable): ``(model, inputs) -> outputs``.
+        ratio (float): Width ratio.
+        attr_fn (callable, optional): ``(teacher_copy, planner)``: updates the
+            attributes a forward reads (``num_heads``, ``width``...).
+
+    Returns:
+        LayoutPlan: with ``unsupported`` filled when some op / module cannot be
+        widened exactly (the caller raises).
+    """
+    origins = _Origins()
+    s_run, s_outputs = _student_run(student, inputs, forward_fn, origins)
+    planner = _Planner(ratio)
+    planner.origins = origins
+    s_out_tags = [s_run.tags.get(id(t)) for t in _tensors(s_outputs)]
+    # the dims of the modules' output origins
+    plan = LayoutPlan()
+    error = None
+    for it in range(max_iterations):
+        planner.reset()
+        error = None
+        try:
+            t_run, t_outputs = _teacher_run(student, s_run, inputs, forward_fn,
+                                            planner, attr_fn)
+        except PlanningError as e:
+            error = (_where(planner), 'op', str(e))
+            if not planner.changed or planner.failures:
+                break
+            continue
+        except Exception as e:  # noqa: BLE001  a shape error in the model's code
+            error = (_where(planner), type(e).__name__,
+                     f'{e}'.split('\n')[0] + ' (the teacher\'s code fails on '
+                     'the widened tensors: a width it reads is not widened, or '
+                     'an op has no layout rule)')
+            if not planner.changed or planner.failures:
+                break
+            continue
+        for path, rec in planner.records.items():
+            for key, o in enumerate(origins.keys):
+                pass
+        _record_origin_dims(planner, s_run)
+        outs = []
+        for t, s in zip(_tensors(t_outputs), s_out_tags):
+            if s is None or not t_run.tagged(t):
+                outs.append(None)
+                continue
+            try:
+                d, lay = t_run.layout_of(t, s)
+            except PlanningError as e:
+                planner.fail('<outputs>', 'output', str(e))
+                outs.append(None)
+                continue
+            if lay is not None:
+                planner.flip(planner.sources(t_run, t), fixed=True)
+            outs.append(None if lay is None else (d, lay))
+        plan.iterations = it + 1
+        if not planner.changed:
+            plan.output_layouts = outs
+            break
+    plan.modules = dict(planner.records)
+    plan.params = dict(planner.param_layouts)
+    plan.unsupported = list(planner.failures)
+    plan.bad_ratio = list(dict.fromkeys(planner.bad_ratio))
+    if error is not None:
+        plan.unsupported.append(error)
+    elif planner.changed:
+        plan.unsupported.append(('<model>', 'plan', 'the layout choices did not '
+                                 f'settle in {max_iterations} iterations'))
+    plan.choices = {k: planner.choice(k) for k in list(planner.choices)}
+    plan.planner = planner
+    return plan
+
+
+def _where(planner) -> str:
+    run = getattr(planner, 'last_run', None)
+    return run.stack[-1] if run is not None and run.stack else '<model>'
+
+
+def _record_origin_dims(planner, s_run):
+    for o, key in enumerate(planner.origins.keys):
+        if key[0] == 'module':
+            rec = planner.records.get(key[1])
+            if rec is not None and rec.out_dim is not None:
+                planner.origin_dims[o] = rec.out_dim
+
+
+def _push(run, path):
+    run.stack.append(path)
+
+
+def _pop(run):
+    run.stack.pop()
