@@ -89,8 +89,7 @@ _NONLINEAR = {
     'hardswish_', 'tanh', 'tanh_', 'exp', 'exp_', 'log', 'sqrt', 'rsqrt', 'pow',
     '__pow__', '__rpow__', 'softplus', 'erf', 'relu6', 'hardtanh', 'hardtanh_',
     'elu', 'elu_', 'selu', 'celu', 'mish', 'softmax', 'log_softmax', 'sin',
-    'cos', 'reciprocal', 'clamp', 'clamp_', 'clip', 'alpha_dropout',
-    'feature_alpha_dropout', 'layer_norm', 'sign', 'square', 'logsigmoid',
+    'cos', 'reciprocal', 'clamp', 'clamp_', 'clip', 'layer_norm', 'sign', 'square', 'logsigmoid',
     'glu', 'softsign', 'tanhshrink', 'threshold', 'rrelu', 'clamp_min',
     'clamp_max'
 }
@@ -103,6 +102,11 @@ _DIVISION = {'div', '__truediv__', '__itruediv__', 'div_', 'true_divide',
 _MATMUL = {'matmul', '__matmul__', '__rmatmul__', 'bmm'}
 _SCALE_FREE = {'normalize'}
 _SDPA = {'scaled_dot_product_attention'}
+#: ops refused on widened tensors, with the reason
+_REFUSED = {
+    'alpha_dropout': 'affine in train mode (a · mask-dependent shift)',
+    'feature_alpha_dropout': 'affine in train mode (a · mask-dependent shift)',
+}
 _IGNORED = {'size', 'dim', 'numel', '__len__', '__iter__', '__get__',
             'is_floating_point', 'get_device', 'is_contiguous',
             'element_size', 'storage_offset', 'stride', 'data_ptr',
@@ -241,7 +245,8 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
         if torch.equal(t_tags, s_tags) and bool((t_fac == 1).all()):
             return None, None
         # same sizes: a permutation or a rescaling; find the dim below
-        cands = [d for d in range(t_tags.dim()) if t_tags.shape[d] > 1]
+        cands = [d for d in range(1, t_tags.dim()) if t_tags.shape[d] > 1] + \
+            [0]
         for d in cands:
             try:
                 return canonical(t_tags, t_fac, s_tags, d)
@@ -419,8 +424,11 @@ class _StudentRun(_Recorder):
         else:
             outs = _tensors(out)
             srcs = self._in_srcs(args, kwargs)
-            tags = [self.origins.new(o.shape, ('op', self.op_index, name), srcs)
-                    for o in outs]
+            tags, record['out_origins'] = [], []
+            for o in outs:
+                tags.append(self.origins.new(o.shape, ('op', self.op_index, name),
+                                             srcs))
+                record['out_origins'].append(len(self.origins.bases) - 1)
             for o, tg in zip(outs, tags):
                 self.tag(o, tg, srcs=srcs)
             record['out'] = tags
@@ -462,6 +470,7 @@ class _TeacherRun(_Recorder):
         self.calls: Dict[str, int] = {}
         self.param_layouts = plan_ctx.param_layouts
         self.param_values: Dict[str, torch.Tensor] = {}
+        self.known: Dict[int, tuple] = {}
 
     # --------------------------------------------------------------- params
     def tag_param(self, t, name):
@@ -486,13 +495,24 @@ class _TeacherRun(_Recorder):
     def layout_of(self, t: torch.Tensor, s_ids: torch.Tensor, dim=None):
         if not self.tagged(t):
             return None, None
-        return canonical(self.tags[id(t)], self.facs[id(t)], s_ids, dim)
+        tags = self.tags[id(t)]
+        known = self.known.get(id(tags))
+        if known is not None and known[0] is s_ids and (
+                dim is None or known[1] is None or dim % t.dim() == known[1]):
+            return known[1], known[2]
+        return canonical(tags, self.facs[id(t)], s_ids, dim)
 
     def out_tags(self, s_ids, d, lay):
+        """Tags (and factors) of a teacher tensor that carries ``s_ids`` in
+        layout ``lay`` along ``d``; remembered so that pairing it again with
+        the same student ids costs nothing."""
         if lay is None:
-            return s_ids, torch.ones_like(s_ids)
-        return (s_ids.index_select(d, lay.index),
-                _factor_tensor(lay, d, s_ids.dim(), None, s_ids))
+            tags, fac = s_ids, torch.ones_like(s_ids)
+        else:
+            tags = s_ids.index_select(d, lay.index)
+            fac = _factor_tensor(lay, d, s_ids.dim(), None, s_ids)
+        self.known[id(tags)] = (s_ids, d, lay, tags)
+        return tags, fac
 
     # ---------------------------------------------------------------- stubs
     def stub_call(self, path, module, args, kwargs):
@@ -516,6 +536,12 @@ class _TeacherRun(_Recorder):
         if x is not None and s_in is not None and self.tagged(x):
             try:
                 rec.in_dim, rec.in_layout = self.layout_of(x, s_in)
+                pref = _CHANNEL_DIM.get(kind)
+                if rec.in_layout is not None and x.shape == s_in.shape and \
+                        pref is not None and rec.in_dim != pref % x.dim():
+                    # same sizes (a rescaled or permuted tensor): read it
+                    # along the module's own channel dim
+                    rec.in_dim, rec.in_layout = self.layout_of(x, s_in, pref)
             except PlanningError as e:
                 self.ctx.fail(path, type(module).__name__, f'its input: {e}',
                               self.tags[id(x)])
@@ -532,7 +558,7 @@ class _TeacherRun(_Recorder):
         outs = []
         for s_val, s_ids in s_out:
             if rec.out_layout is None:
-                t_val, (tg, fc) = s_val, (s_ids, torch.ones_like(s_ids))
+                t_val, (tg, fc) = s_val, self.out_tags(s_ids, None, None)
             else:
                 t_val = rec.out_layout.expand(s_val, rec.out_dim)
                 tg, fc = self.out_tags(s_ids, rec.out_dim, rec.out_layout)
@@ -837,6 +863,8 @@ class _Planner:
         t_outs = _tensors(out)
         where = srec['where']
         if name in _MOVES or name in _DTYPE_MOVES:
+            if name == 'pad':
+                self._pad_rule(run, args, kwargs, srec, where)
             t_tags, t_facs = run.on_tags(func, args, kwargs)
             if name == '__setitem__':
                 run.tag(args[0], t_tags, t_facs)
@@ -871,7 +899,7 @@ class _Planner:
                               'from no widened input')
                     run.tag(o, torch.full(o.shape, -1.0, dtype=torch.float64))
                     continue
-                run.tag(o, s)
+                run.tag(o, *run.out_tags(s, None, None))
             else:
                 exp = list(s.shape)
                 exp[d_out] = lay_out.teacher_width
@@ -882,12 +910,34 @@ class _Planner:
                     continue
                 tg, fc = run.out_tags(s, d_out, lay_out)
                 run.tag(o, tg, fc)
-                for org in self.origins.origins_of(s):
-                    self.origin_dims[org] = d_out
+        for org in srec.get('out_origins', ()):
+            if lay_out is not None:
+                self.origin_dims[org] = d_out
         if name.endswith('_') or name.startswith('__i'):
             if t_outs and args and isinstance(args[0], torch.Tensor):
                 run.tags[id(args[0])] = run.tags.get(id(t_outs[0]))
                 run.facs[id(args[0])] = run.facs.get(id(t_outs[0]))
+
+    def _pad_rule(self, run, args, kwargs, srec, where):
+        """Padding: never along the widened dim; a non-zero value needs exact."""
+        x = args[0]
+        s = srec['in'][0] if srec['in'] else None
+        if s is None or not run.tagged(x):
+            return
+        try:
+            d, lay = run.layout_of(x, s)
+        except PlanningError:
+            return
+        if lay is None:
+            return
+        pad = args[1] if len(args) > 1 else kwargs.get('pad')
+        mode = args[2] if len(args) > 2 else kwargs.get('mode', 'constant')
+        value = args[3] if len(args) > 3 else kwargs.get('value', None)
+        padded = {x.dim() - 1 - i // 2 for i, p in enumerate(pad) if p}
+        if d in padded:
+            self.fail(where, 'op', 'pad() along the widened channels')
+        elif mode == 'constant' and value and not lay.is_exact:
+            self.flip(self.sources(run, x), exact=True)
 
     def _fallback_tags(self, run, t_outs, s_outs):
         for o in t_outs:
@@ -997,6 +1047,10 @@ class _Planner:
         if name in _SDPA:
             return self._sdpa(run, lays, where)
         t, d, lay = widened[0]
+        if name in _REFUSED:
+            self.fail(where, 'op', f'{name}() on a widened tensor: '
+                      f'{_REFUSED[name]}')
+            return d, lay
         self.fail(where, 'op', f'functional {name}() on a widened tensor has no '
                   'rule')
         return d, lay
