@@ -32,8 +32,6 @@ ATTRIBUTES: Dict[str, Dict[str, object]] = {
         'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
     'mmpretrain.models.utils.attention.WindowMSAV2': {
         'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
-    'mmpretrain.models.utils.attention.ShiftWindowMSA': {
-        'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
     'mmpretrain.models.utils.attention.BEiTAttention': {
         'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
 }
@@ -45,8 +43,11 @@ def widen_attributes(model: nn.Module, ratio: float) -> nn.Module:
         spec = ATTRIBUTES.get(qualname(module))
         if not spec or getattr(module, '_gpd_attrs_widened', False):
             continue
-        old = {name: getattr(module, name) for name in spec}
+        old = {name: getattr(module, name) for name in spec
+               if hasattr(module, name)}
         for name, rule in spec.items():
+            if name not in old:
+                continue
             value = old[name]
             if rule == 'width':
                 setattr(module, name, teacher_width(value, ratio))

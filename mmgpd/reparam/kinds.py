@@ -131,6 +131,8 @@ _TRUSTED_FORWARD = {
     'mmcv.cnn.bricks.wrappers.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv3d',
     'mmcv.cnn.bricks.wrappers.ConvTranspose2d', 'mmcv.cnn.bricks.wrappers.Linear',
     'mmcv.cnn.bricks.wrappers.MaxPool2d', 'mmcv.cnn.bricks.wrappers.MaxPool3d',
+    # pads the input spatially (from its size), then the torch conv
+    'mmcv.cnn.bricks.conv2d_adaptive_padding.Conv2dAdaptivePadding',
 }
 
 

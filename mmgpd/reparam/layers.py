@@ -162,10 +162,31 @@ class CarriedLayerNorm(_Carry, nn.LayerNorm):
 
 
 class CarriedGroupNorm(_Carry, nn.GroupNorm):
-    """GroupNorm at student scale, with one teacher group per replicated group."""
+    """GroupNorm at student scale, each teacher group carrying one student
+    group; when a group holds its channels' replicas unequally (fractional
+    ratios, e.g. GroupNorm(1, C)) the statistics are weighted by
+    ``stat_weight`` = 1 / (group size · multiplicity), so they equal the
+    student's."""
+
+    def _init_weights(self, stat_weight: Optional[torch.Tensor] = None):
+        self.register_buffer('stat_weight', stat_weight, persistent=False)
 
     def forward(self, x):
-        return self._carry(super().forward(self._carry(x)), inverse=True)
+        x = self._carry(x)
+        if getattr(self, 'stat_weight', None) is None:
+            return self._carry(super().forward(x), inverse=True)
+        n, c = x.shape[:2]
+        g = self.num_groups
+        xs = x.reshape(n, g, c // g, -1)
+        w = self.stat_weight.to(x.dtype).reshape(1, g, c // g, 1)
+        hw = xs.shape[-1]
+        mean = (xs * w).sum((2, 3), keepdim=True) / hw
+        var = ((xs - mean)**2 * w).sum((2, 3), keepdim=True) / hw
+        y = ((xs - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+        shape = _scale_shape(1, x.dim(), -1)
+        if self.weight is not None:
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return self._carry(y, inverse=True)
 
 
 class CarriedActivation(_Carry, nn.Module):
@@ -358,24 +379,25 @@ def to_batchnorm_xd(module: nn.Module) -> nn.Module:
 
 
 class CarriedLayerNorm2d(_Carry, nn.LayerNorm):
-    """A channel-first LayerNorm (mmpretrain ``LayerNorm2d``: normalises dim 1
-    of NCHW) at student scale, statistics weighted like
-    :class:`CarriedLayerNorm` when replica counts differ."""
-    carry_dim = 1
+    """mmpretrain's ``LayerNorm2d`` (normalises the channels of NCHW, or of
+    NHWC with ``data_format='channel_last'``) at student scale, statistics
+    weighted like :class:`CarriedLayerNorm` when replica counts differ."""
 
     def _init_weights(self, stat_weight: Optional[torch.Tensor]):
         self.register_buffer('stat_weight', stat_weight, persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, data_format='channel_first'):
+        dim = 1 if data_format == 'channel_first' else x.dim() - 1
+        self.carry_dim = dim
         x = self._carry(x)
-        shape = _scale_shape(1, x.dim(), -1)
+        shape = _scale_shape(dim, x.dim(), -1)
         if self.stat_weight is None:
-            mean = x.mean(1, keepdim=True)
-            var = ((x - mean)**2).mean(1, keepdim=True)
+            mean = x.mean(dim, keepdim=True)
+            var = ((x - mean)**2).mean(dim, keepdim=True)
         else:
             w = self.stat_weight.to(x.dtype).reshape(shape)
-            mean = (x * w).sum(1, keepdim=True)
-            var = ((x - mean)**2 * w).sum(1, keepdim=True)
+            mean = (x * w).sum(dim, keepdim=True)
+            var = ((x - mean)**2 * w).sum(dim, keepdim=True)
         y = (x - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
             y = y * self.weight.reshape(shape)

@@ -364,6 +364,15 @@ class _Recorder(TorchFunctionMode):
         if name in _DTYPE_MOVES:
             src = args[0]
             return self.tags.get(id(src)), self.facs.get(id(src))
+        if name in ('view', 'view_as'):  # tags need not be contiguous
+            func = torch.Tensor.reshape if name == 'view' else \
+                torch.Tensor.reshape_as
+            if len(args) > 1 and isinstance(args[1], torch.dtype):
+                return self.tags.get(id(args[0])), self.facs.get(id(args[0]))
+        if name in ('unfold', 'fold', 'pixel_shuffle', 'pixel_unshuffle'):
+            # zero padding must read as "no element" (-1), factor 1
+            t, f = self._padded_op(func, args, kwargs)
+            return t, f
         kw_t, kw_f = dict(kwargs), dict(kwargs)
         if name == 'pad':
             kw_t['value'], kw_f['value'] = -1.0, 1.0
@@ -376,6 +385,24 @@ class _Recorder(TorchFunctionMode):
         if name == '__setitem__':
             return tree_map(sub('t'), args)[0], tree_map(sub('f'), args)[0]
         return out[0], out[1]
+
+
+def _padded(recorder, func, args, kwargs):
+    def sub(which):
+        def f(x):
+            if isinstance(x, torch.Tensor) and id(x) in recorder.tags:
+                if which == 't':
+                    return recorder.tags[id(x)] + 1
+                return recorder.facs[id(x)] - 1
+            return x
+        return f
+    t = func(*tree_map(sub('t'), args), **kwargs)
+    f = func(*tree_map(sub('f'), args), **kwargs)
+    return tree_map(lambda x: x - 1 if isinstance(x, torch.Tensor) else x, t), \
+        tree_map(lambda x: x + 1 if isinstance(x, torch.Tensor) else x, f)
+
+
+_Recorder._padded_op = _padded
 
 
 class _StudentRun(_Recorder):
@@ -537,6 +564,9 @@ class _TeacherRun(_Recorder):
             try:
                 rec.in_dim, rec.in_layout = self.layout_of(x, s_in)
                 pref = _CHANNEL_DIM.get(kind)
+                if kind == 'layernorm2d' and kwargs.get('data_format') == \
+                        'channel_last':
+                    pref = -1
                 if rec.in_layout is not None and x.shape == s_in.shape and \
                         pref is not None and rec.in_dim != pref % x.dim():
                     # same sizes (a rescaled or permuted tensor): read it
@@ -546,6 +576,7 @@ class _TeacherRun(_Recorder):
                 self.ctx.fail(path, type(module).__name__, f'its input: {e}',
                               self.tags[id(x)])
                 rec.in_dim = None
+        self.call_kwargs = kwargs
         self.ctx.module_rule(self, rec, module, x, s_in)
         prev = self.ctx.records.get(path)
         if prev is not None and not _same_record(prev, rec):
@@ -727,6 +758,9 @@ class _Planner:
         cdim = _CHANNEL_DIM.get(kind)
         if cdim is not None:
             cdim = cdim % ndim
+        if kind == 'layernorm2d' and run.call_kwargs.get('data_format') == \
+                'channel_last':
+            cdim = ndim - 1
         if kind == 'channel_scale':
             fmt = getattr(module, 'data_format', None)
             cdim = (ndim - 1) if fmt == 'channels_last' or (
@@ -1317,11 +1351,11 @@ def _teacher_run(teacher_template, student_run, inputs, forward_fn, planner,
     run = _TeacherRun(teacher, origins, student_run, planner)
     planner.last_run = run
     units = _unit_paths(teacher)
+    stubs = {}
     for path in units:
-        parent_path, _, name = path.rpartition('.')
-        parent = teacher.get_submodule(parent_path) if parent_path else teacher
-        original = getattr(parent, name)
-        parent._modules[name] = _Stub(path, original, run)
+        original = teacher.get_submodule(path)
+        stubs[id(original)] = _Stub(path, original, run)
+    replace_modules(teacher, stubs)
     # free parameters planned so far: widened before the run
     for pname, (d, lay) in planner.param_layouts.items():
         owner_path, _, attr = pname.rpartition('.')
@@ -1453,6 +1487,15 @@ def _record_origin_dims(planner, s_run):
             rec = planner.records.get(key[1])
             if rec is not None and rec.out_dim is not None:
                 planner.origin_dims[o] = rec.out_dim
+
+
+def replace_modules(root: nn.Module, new_by_id: Dict[int, nn.Module]):
+    """Replace every reference to a module (a module registered under two
+    names, e.g. mmcv FFN's ``activate`` and ``layers.0.1``) by its new one."""
+    for module in list(root.modules()):
+        for name, child in list(module._modules.items()):
+            if child is not None and id(child) in new_by_id:
+                module._modules[name] = new_by_id[id(child)]
 
 
 def _push(run, path):

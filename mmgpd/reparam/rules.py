@@ -67,10 +67,10 @@ class Builder:
 
     # ------------------------------------------------------------------ utils
     def replace(self, path: str, new: nn.Module):
-        parent_path, _, name = path.rpartition('.')
-        parent = self.teacher.get_submodule(parent_path) if parent_path \
-            else self.teacher
-        setattr(parent, name, new)
+        """Put ``new`` wherever the teacher refers to the module at ``path``."""
+        from .propagate import replace_modules
+        old = self.teacher.get_submodule(path)
+        replace_modules(self.teacher, {id(old): new})
 
     def set_param(self, module: nn.Module, name: str, path: str, pmap: ParamMap,
                   student_value: torch.Tensor, noisy: bool = False):
@@ -100,28 +100,37 @@ class Builder:
         for path, rec in self.plan.modules.items():
             mod = self.student.get_submodule(path)
             self.layouts[path] = (rec.out_dim, rec.out_layout)
-            kind = rec.kind
-            if kind in ('conv', 'linear'):
-                self.mixing(path, mod, rec)
-            elif kind == 'attention':
-                if rec.in_layout is not None or rec.out_layout is not None:
-                    self.attention(path, mod, rec)
-            elif kind == 'batchnorm':
-                self.norm(path, mod, rec)
-            elif kind in ('layernorm', 'groupnorm', 'layernorm2d'):
-                if rec.in_layout is not None and rec.acts_on_layout:
-                    self.norm(path, mod, rec)
-            elif kind == 'nonhomogeneous':
-                if rec.in_layout is not None and not rec.in_layout.is_exact:
-                    self.replace(path, CarriedActivation(
-                        copy.deepcopy(mod), 1.0 / rec.in_layout.factor,
-                        rec.in_dim))
-                    self.widened.append(path)
-            elif kind == 'channel_scale':
-                if rec.in_layout is not None and rec.acts_on_layout:
-                    self.channel_scale(path, mod, rec.in_layout)
+            try:
+                self._build_one(path, mod, rec)
+            except (ValueError, RuntimeError, TypeError, IndexError) as e:
+                self.skip(path, mod, f'{rec.kind} rule failed: {e}')
         for name, (d, lay) in self.plan.params.items():
-            self.free_param(name, d, lay)
+            try:
+                self.free_param(name, d, lay)
+            except (ValueError, RuntimeError, IndexError) as e:
+                self.unsupported.append((name, 'parameter', str(e)))
+
+    def _build_one(self, path, mod, rec):
+        kind = rec.kind
+        if kind in ('conv', 'linear'):
+            self.mixing(path, mod, rec)
+        elif kind == 'attention':
+            if rec.in_layout is not None or rec.out_layout is not None:
+                self.attention(path, mod, rec)
+        elif kind == 'batchnorm':
+            self.norm(path, mod, rec)
+        elif kind in ('layernorm', 'groupnorm', 'layernorm2d'):
+            if rec.in_layout is not None and rec.acts_on_layout:
+                self.norm(path, mod, rec)
+        elif kind == 'nonhomogeneous':
+            if rec.in_layout is not None and not rec.in_layout.is_exact:
+                self.replace(path, CarriedActivation(
+                    copy.deepcopy(mod), 1.0 / rec.in_layout.factor,
+                    rec.in_dim))
+                self.widened.append(path)
+        elif kind == 'channel_scale':
+            if rec.in_layout is not None and rec.acts_on_layout:
+                self.channel_scale(path, mod, rec.in_layout)
 
     # ------------------------------------------------------------------ rules
     def mixing(self, path, mod, rec):
@@ -264,10 +273,14 @@ class Builder:
                 sg = g // group
                 if not bool((sg == sg[:, :1]).all()):
                     continue
+                local = g - sg * group
                 c = torch.zeros(t_groups, group, dtype=torch.long).scatter_add_(
-                    1, g - sg * group, torch.ones_like(g))
-                if bool((c == c[:, :1]).all()) and bool((c > 0).all()):
+                    1, local, torch.ones_like(g))
+                if bool((c > 0).all()):
                     found = t_groups
+                    m = c.gather(1, local).double()  # multiplicity in the group
+                    stat_weight = None if bool((c == c[:, :1]).all()) else \
+                        (1.0 / (group * m)).reshape(-1)
                     break
             del n
             if found is None:
@@ -277,6 +290,8 @@ class Builder:
                     'number of replicated groups can carry')
                 return
             new = CarriedGroupNorm(found, cw, mod.eps, affine, **kw)
+            new._init_weights(None if stat_weight is None else
+                              stat_weight.to(dtype or torch.float32))
         else:
             has_bias = getattr(mod, 'bias', None) is not None
             cls = CarriedLayerNorm2d if kind == 'layernorm2d' else \
