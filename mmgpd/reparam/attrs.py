@@ -7,8 +7,11 @@ third-party package), says which attributes of which class hold widths or head
 counts:
 
 * ``'width'`` — a channel count: ``round(r · v)`` (``replica.teacher_width``);
-* ``'heads'`` — a head count of the space of ``embed_attr`` channels: whole
-  heads of the student's size, ``teacher_width(h · d) / d``.
+* ``'heads'`` — a head count: whole heads of the student's size ``d``
+  (``head_dims``, or ``embed_dims / num_heads``), ``teacher_width(h · d) / d``.
+
+A list or tuple of widths (``num_features`` per stage) is widened entry by
+entry.  Attributes a class does not have are skipped.
 
 Widening attributes never changes parameters; the rules (``rules.py``) and the
 layout planner (``propagate.py``) do that.  A class whose forward reads a width
@@ -24,17 +27,34 @@ from .replica import teacher_width
 
 __all__ = ['ATTRIBUTES', 'widen_attributes']
 
-#: qualified class name -> {attribute: 'width' | ('heads', head-dim source)}
+#: qualified class name -> {attribute: 'width' | 'heads'}
+_HEADS = {'embed_dims': 'width', 'num_heads': 'heads'}
+_MMP = 'mmpretrain.models.backbones.'
+
 ATTRIBUTES: Dict[str, Dict[str, object]] = {
-    'mmpretrain.models.backbones.res2net.Bottle2neck': {'width': 'width'},
-    'mmpretrain.models.backbones.swin_transformer.SwinBlock': {},
-    'mmpretrain.models.utils.attention.WindowMSA': {
-        'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
-    'mmpretrain.models.utils.attention.WindowMSAV2': {
-        'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
-    'mmpretrain.models.utils.attention.BEiTAttention': {
-        'embed_dims': 'width', 'num_heads': ('heads', 'embed_dims')},
+    _MMP + 'res2net.Bottle2neck': {'width': 'width'},
+    'mmpretrain.models.utils.attention.WindowMSA': _HEADS,
+    'mmpretrain.models.utils.attention.WindowMSAV2': _HEADS,
+    'mmpretrain.models.utils.attention.BEiTAttention': _HEADS,
+    _MMP + 'swin_transformer.SwinTransformer': {'num_features': 'width'},
+    _MMP + 'swin_transformer_v2.SwinTransformerV2': {'num_features': 'width'},
+    _MMP + 'davit.DaViT': {'num_features': 'width'},
+    _MMP + 'davit.DaViTWindowMSA': _HEADS,
+    _MMP + 'davit.ChannelAttention': _HEADS,
+    _MMP + 'mixmim.MixMIMWindowAttention': _HEADS,
+    _MMP + 'hivit.Attention': _HEADS,
+    _MMP + 'twins.GlobalSubsampledAttention': _HEADS,
+    _MMP + 'twins.LocallyGroupedSelfAttention': _HEADS,
+    _MMP + 'xcit.XCA': _HEADS,
+    _MMP + 'xcit.ClassAttntion': _HEADS,
+    _MMP + 'tnt.PixelEmbed': {'embed_dims_inner': 'width'},
 }
+
+
+def _widen(value, ratio):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_widen(v, ratio) for v in value)
+    return teacher_width(value, ratio)
 
 
 def widen_attributes(model: nn.Module, ratio: float) -> nn.Module:
@@ -48,13 +68,19 @@ def widen_attributes(model: nn.Module, ratio: float) -> nn.Module:
         for name, rule in spec.items():
             if name not in old:
                 continue
-            value = old[name]
             if rule == 'width':
-                setattr(module, name, teacher_width(value, ratio))
-            else:
-                embed = old.get(rule[1], getattr(module, rule[1]))
-                head_dim = embed // value
+                setattr(module, name, _widen(old[name], ratio))
+                continue
+            heads = old[name]
+            head_dim = getattr(module, 'head_dims', None) or getattr(
+                module, 'head_dim', None)
+            if not isinstance(head_dim, int):
+                embed = old.get('embed_dims', getattr(module, 'dim', None))
+                head_dim = embed // heads if isinstance(embed, int) else None
+            if head_dim:
                 setattr(module, name,
-                        teacher_width(embed, ratio) // head_dim)
+                        teacher_width(heads * head_dim, ratio) // head_dim)
+            else:
+                setattr(module, name, teacher_width(heads, ratio))
         module._gpd_attrs_widened = True
     return model

@@ -107,6 +107,8 @@ def module_kind(module: nn.Module) -> Optional[str]:
     """
     own_forward = 'forward' in type(module).__dict__
     for cls in type(module).__mro__:
+        if cls is nn.Module or (own_forward and cls is not type(module)):
+            break  # a subclass with its own forward is not its base
         name = f'{cls.__module__}.{cls.__qualname__}'
         if name in _NAMED_KINDS:
             kind = _NAMED_KINDS[name]
@@ -114,8 +116,6 @@ def module_kind(module: nn.Module) -> Optional[str]:
                 return 'container' if any(True for _ in module.children()) \
                     else None
             return kind
-        if cls is nn.Module or (own_forward and cls is not type(module)):
-            break
     if _trusted_forward(module):
         for types, kind in _TORCH_KINDS:
             if isinstance(module, types):

@@ -415,10 +415,40 @@ class _StudentRun(_Recorder):
         self.module_in: Dict[Tuple[str, int], torch.Tensor] = {}
         self.calls: Dict[str, int] = {}
         self.rule_paths = rule_paths
+        self.split_blocks: Dict[tuple, int] = {}
 
     def tag_param(self, t, name):
         self.tag(t, self.origins.new(t.shape, ('param', name)),
                  srcs=frozenset())
+
+    def _split_blocks(self, outs):
+        """Where a split cuts a mixing layer's output channels: the block of
+        its replica layout must divide the cut (the planner starts from it)."""
+        for ids in outs:
+            ids = torch.unique(ids[ids >= 0])
+            if ids.numel() == 0:
+                continue
+            org = self.origins.lookup(ids)
+            for o in torch.unique(org).tolist():
+                key = self.origins.keys[o]
+                if key[0] != 'module' or self.rule_paths.get(key[1]) not in \
+                        ('conv', 'linear'):
+                    continue
+                shape = self.origins.shapes[o]
+                dim = _CHANNEL_DIM[self.rule_paths[key[1]]] % len(shape)
+                mine = ids[org == o] - self.origins.bases[o]
+                coords = torch.unravel_index(mine.long(), shape)[dim]
+                width = shape[dim]
+                sel = torch.zeros(width, dtype=torch.bool)
+                sel[coords] = True
+                if bool(sel.all()):
+                    continue
+                block = width
+                for e in (sel[1:] != sel[:-1]).nonzero()[:, 0].tolist():
+                    block = math.gcd(block, e + 1)
+                src = ('module', key[1])
+                self.split_blocks[src] = math.gcd(
+                    self.split_blocks.get(src, 0), block)
 
     def _in_srcs(self, args, kwargs) -> frozenset:
         out = frozenset()
@@ -448,6 +478,8 @@ class _StudentRun(_Recorder):
                 for o, to in zip(outs, touts):
                     self.tag(o, to, srcs=srcs)
                 record['out'] = touts
+                if name in _SPLITS:
+                    self._split_blocks(touts)
         else:
             outs = _tensors(out)
             srcs = self._in_srcs(args, kwargs)
@@ -1106,6 +1138,19 @@ class _Planner:
                               'different layouts')
                 return d0, l0
         if mode == 'additive':
+            params = [(t, self._param_of(run, t)) for t, _, _ in widened]
+            ref = next(((t, d, lay) for (t, d, lay), (_, pn) in
+                        zip(widened, params) if pn is None), None)
+            if ref is not None:
+                for (t, d, lay), (_, pn) in zip(widened, params):
+                    if pn is not None and not torch.allclose(lay.factor,
+                                                             ref[2].factor):
+                        # a parameter follows the tensor it is added to
+                        pd, play = self.param_layouts[pn]
+                        self.param_layouts[pn] = (pd, Layout(
+                            play.index, ref[2].factor, play.width))
+                        self.changed = True
+                        return ref[1], ref[2]
             for t, d, lay in widened[1:]:
                 if not torch.allclose(lay.factor, l0.factor):
                     srcs = set()
@@ -1137,6 +1182,18 @@ class _Planner:
                 factor = factor * lay.factor
         del first
         return d0, Layout(l0.index, factor, l0.width)
+
+    def _param_of(self, run, t) -> Optional[str]:
+        """The planned free parameter a (widened) tensor was derived from."""
+        if not run.tagged(t):
+            return None
+        keys = {self.origins.keys[o] for o in self.origins.origins_of(
+            run.tags[id(t)])}
+        if len(keys) == 1:
+            key = next(iter(keys))
+            if key[0] == 'param' and key[1] in self.param_layouts:
+                return key[1]
+        return None
 
     def _matmul(self, run, lays, where, name):
         (a, da, la), (b, db, lb) = lays[0], lays[1]
@@ -1398,7 +1455,7 @@ def _teacher_run(teacher_template, student_run, inputs, forward_fn, planner,
 
 def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
                  attr_fn: Optional[Callable] = None,
-                 max_iterations: int = 12) -> LayoutPlan:
+                 max_iterations: int = 16) -> LayoutPlan:
     """Plan every widened module's layouts (see the module docstring).
 
     Args:
@@ -1417,6 +1474,8 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
     s_run, s_outputs = _student_run(student, inputs, forward_fn, origins)
     planner = _Planner(ratio)
     planner.origins = origins
+    for src, block in s_run.split_blocks.items():
+        planner.flip({src}, block=block)
     s_out_tags = [s_run.tags.get(id(t)) for t in _tensors(s_outputs)]
     # the dims of the modules' output origins
     plan = LayoutPlan()
