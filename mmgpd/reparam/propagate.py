@@ -416,6 +416,7 @@ class _StudentRun(_Recorder):
         self.calls: Dict[str, int] = {}
         self.rule_paths = rule_paths
         self.split_blocks: Dict[tuple, int] = {}
+        self.dims: Dict[int, int] = {}  # channel dim of tensors, where known
 
     def tag_param(self, t, name):
         self.tag(t, self.origins.new(t.shape, ('param', name)),
@@ -430,12 +431,10 @@ class _StudentRun(_Recorder):
                 continue
             org = self.origins.lookup(ids)
             for o in torch.unique(org).tolist():
-                key = self.origins.keys[o]
-                if key[0] != 'module' or self.rule_paths.get(key[1]) not in \
-                        ('conv', 'linear'):
+                dim = self.origins.dims[o]
+                if dim is None or not self.origins.sources[o]:
                     continue
                 shape = self.origins.shapes[o]
-                dim = _CHANNEL_DIM[self.rule_paths[key[1]]] % len(shape)
                 mine = ids[org == o] - self.origins.bases[o]
                 coords = torch.unravel_index(mine.long(), shape)[dim]
                 width = shape[dim]
@@ -446,9 +445,9 @@ class _StudentRun(_Recorder):
                 block = width
                 for e in (sel[1:] != sel[:-1]).nonzero()[:, 0].tolist():
                     block = math.gcd(block, e + 1)
-                src = ('module', key[1])
-                self.split_blocks[src] = math.gcd(
-                    self.split_blocks.get(src, 0), block)
+                for src in self.origins.sources[o]:
+                    self.split_blocks[src] = math.gcd(
+                        self.split_blocks.get(src, 0), block)
 
     def _in_srcs(self, args, kwargs) -> frozenset:
         out = frozenset()
@@ -469,6 +468,8 @@ class _StudentRun(_Recorder):
                   'in': [self.tags.get(id(t)) for t in _tensors((args, kwargs))]}
         if name in _MOVES or name in _DTYPE_MOVES:
             t_out, _ = self.on_tags(func, args, kwargs)
+            if name in _DTYPE_MOVES and args and id(args[0]) in self.dims:
+                self.dims[id(out)] = self.dims[id(args[0])]
             if name == '__setitem__':
                 self.tag(args[0], t_out)
                 record['out'] = [t_out]
@@ -484,9 +485,18 @@ class _StudentRun(_Recorder):
             outs = _tensors(out)
             srcs = self._in_srcs(args, kwargs)
             tags, record['out_origins'] = [], []
+            in_dim = None
+            for t in _tensors((args, kwargs)):
+                if id(t) in self.dims:
+                    in_dim = (tuple(t.shape), self.dims[id(t)])
+                    break
             for o in outs:
+                dim = in_dim[1] if in_dim is not None and \
+                    tuple(o.shape) == in_dim[0] else None
                 tags.append(self.origins.new(o.shape, ('op', self.op_index, name),
-                                             srcs))
+                                             srcs, dim))
+                if dim is not None:
+                    self.dims[id(o)] = dim
                 record['out_origins'].append(len(self.origins.bases) - 1)
             for o, tg in zip(outs, tags):
                 self.tag(o, tg, srcs=srcs)
@@ -708,6 +718,8 @@ class _Planner:
         self.origin_dims: Dict[int, int] = {}
         self.origins: Optional[_Origins] = None
         self._flipped = False
+        #: (where, op) of the conflicts resolved by keeping spaces unwidened
+        self.kept: List[Tuple[str, str]] = []
         self.reset()
 
     def reset(self):
@@ -867,6 +879,11 @@ class _Planner:
         if not widened:
             return args, kwargs
         ref_t, (ref_d, ref_lay) = widened[0]
+        if binary and any(lay.teacher_width != ref_lay.teacher_width
+                          for _, (_, lay) in widened[1:]):
+            # the op will fail on the teacher: resolve it as the rule would
+            self._binary(run, name, args, [(t, d, lay) for t, (d, lay) in
+                                           widened], srec['where'], 'additive')
         if name in ('cat', 'concat', 'concatenate', 'stack'):
             cat_dim = args[1] if len(args) > 1 else kwargs.get('dim', 0)
             if (cat_dim % ref_t.dim()) == ref_d:
@@ -1042,6 +1059,15 @@ class _Planner:
                 srcs = self.origins.sources[o]
                 self.flip(srcs, block=block)
             if not self._flipped:
+                # no block can follow this split (e.g. channel shuffles that
+                # re-split replicas): those spaces keep the student's width
+                srcs = set()
+                for o in self.origins.origins_of(bad):
+                    srcs |= self.origins.sources[o]
+                self.flip(srcs, fixed=True)
+                if self._flipped:
+                    self.kept.append((where, name))
+            if not self._flipped:
                 self.fail(where, 'op', f'{name}() splits the widened channels '
                           'where the teacher cannot follow')
 
@@ -1134,8 +1160,13 @@ class _Planner:
                 for tt, _, _ in widened:
                     srcs |= self.sources(run, tt)
                 if not self.join(srcs):
-                    self.fail(where, 'op', f'{name}() of tensors widened in '
-                              'different layouts')
+                    self._flipped = False
+                    self.flip(srcs, fixed=True)
+                    if self._flipped:
+                        self.kept.append((where, name))
+                    else:
+                        self.fail(where, 'op', f'{name}() of tensors widened in '
+                                  'different layouts')
                 return d0, l0
         if mode == 'additive':
             params = [(t, self._param_of(run, t)) for t, _, _ in widened]
@@ -1357,9 +1388,21 @@ def _student_run(student, inputs, forward_fn, origins):
                     srcs = frozenset({('module', path)})
                 else:  # norms, activations, scales pass their input's layout
                     srcs = run.module_in_srcs.pop((path, call), frozenset())
+                kind = units[path]
+                cdim = _CHANNEL_DIM.get(kind)
+                if kind == 'layernorm2d' and kwargs.get('data_format') == \
+                        'channel_last':
+                    cdim = -1
+                if cdim is None:  # activations, scales: their input's dim
+                    ins = _tensors((args, kwargs))
+                    cdim = run.dims.get(id(ins[0])) if ins else None
                 for i in pos:
                     t = leaves[i]
-                    ids = origins.new(t.shape, ('module', path, call), srcs)
+                    dim = None if cdim is None else cdim % t.dim()
+                    ids = origins.new(t.shape, ('module', path, call), srcs,
+                                      dim)
+                    if dim is not None:
+                        run.dims[id(t)] = dim
                     run.module_origins.setdefault((path, call), []).append(
                         len(origins.bases) - 1)
                     run.tag(t, ids, srcs=srcs)
@@ -1488,7 +1531,7 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
                                             planner, attr_fn)
         except PlanningError as e:
             error = (_where(planner), 'op', str(e))
-            if not planner.changed or planner.failures:
+            if not planner.changed:
                 break
             continue
         except Exception as e:  # noqa: BLE001  a shape error in the model's code
@@ -1496,7 +1539,7 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
                      f'{e}'.split('\n')[0] + ' (the teacher\'s code fails on '
                      'the widened tensors: a width it reads is not widened, or '
                      'an op has no layout rule)')
-            if not planner.changed or planner.failures:
+            if not planner.changed:
                 break
             continue
         for path, rec in planner.records.items():
@@ -1531,6 +1574,9 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
         plan.unsupported.append(('<model>', 'plan', 'the layout choices did not '
                                  f'settle in {max_iterations} iterations'))
     plan.choices = {k: planner.choice(k) for k in list(planner.choices)}
+    plan.kept = list(dict.fromkeys(planner.kept))
+    plan.fixed_sources = sorted(k[1] for k, c in plan.choices.items()
+                                if c.fixed)
     plan.planner = planner
     return plan
 
