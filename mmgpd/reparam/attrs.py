@@ -48,6 +48,11 @@ ATTRIBUTES: Dict[str, Dict[str, object]] = {
     _MMP + 'xcit.XCA': _HEADS,
     _MMP + 'xcit.ClassAttntion': _HEADS,
     _MMP + 'tnt.PixelEmbed': {'embed_dims_inner': 'width'},
+    _MMP + 'van.VANBlock': {'out_channels': 'width'},
+    _MMP + 'edgenext.SDTAEncoder': {'conv_channels': 'width'},
+    'mmpretrain.models.utils.attention.ChannelMultiheadAttention': _HEADS,
+    _MMP + 'hornet.gnConv': {'dims': 'width'},
+    _MMP + 'hornet.HorNetLayerNorm': {'normalized_shape': 'width'},
 }
 
 

@@ -622,8 +622,18 @@ class _TeacherRun(_Recorder):
         self.ctx.module_rule(self, rec, module, x, s_in)
         prev = self.ctx.records.get(path)
         if prev is not None and not _same_record(prev, rec):
-            self.ctx.fail(path, type(module).__name__,
-                          'called twice with different layouts')
+            if kind == 'nonhomogeneous' and prev.in_layout is not None and \
+                    rec.in_layout is not None:
+                # one module, two spaces: evaluated on exact inputs it needs
+                # no carry (its rule is then the identity)
+                self.ctx.flip(self.ctx.sources(self, x), exact=True)
+                self.ctx.flip(self.ctx.prev_sources.get(path, set()),
+                              exact=True)
+            else:
+                self.ctx.fail(path, type(module).__name__,
+                              'called twice with different layouts')
+        if x is not None and self.tagged(x):
+            self.ctx.prev_sources[path] = self.ctx.sources(self, x)
         self.ctx.records[path] = rec
         if rec.out_dim is not None:
             for o in self.student.module_origins.get(key, ()):
@@ -724,6 +734,7 @@ class _Planner:
 
     def reset(self):
         self.records: Dict[str, ModuleRecord] = {}
+        self.prev_sources: Dict[str, set] = {}
         self.failures: List[Tuple[str, str, str]] = []
         self.bad_ratio: List[str] = []
         self.changed = False
@@ -857,6 +868,8 @@ class _Planner:
 
     # ---------------------------------------------------------------- ops
     def before_op(self, run, name, args, kwargs, srec):
+        if name in ('layer_norm', 'group_norm'):
+            return self._norm_params(run, name, args, kwargs, srec)
         binary = name in _ADDITIVE or name in _MULTIPLICATIVE or \
             name in _DIVISION
         if not (binary or name in ('cat', 'concat', 'concatenate', 'stack')):
@@ -920,6 +933,41 @@ class _Planner:
         def sub(x):
             return replace.get(id(x), x) if isinstance(x, torch.Tensor) else x
         return tree_map(sub, args), tree_map(sub, kwargs)
+
+    def _norm_params(self, run, name, args, kwargs, srec):
+        """Functional ``layer_norm(x, shape, weight, bias)`` over the widened
+        last dim: weight and bias are parameters copied by the layout."""
+        x = args[0]
+        s = srec['in'][0] if srec['in'] else None
+        if s is None or not run.tagged(x) or name != 'layer_norm':
+            return args, kwargs
+        try:
+            d, lay = run.layout_of(x, s)
+        except PlanningError:
+            return args, kwargs
+        if lay is None or d != x.dim() - 1:
+            return args, kwargs
+        args = list(args)
+        for i in (2, 3):
+            t = args[i] if len(args) > i else kwargs.get(
+                ('weight', 'bias')[i - 2])
+            if not isinstance(t, torch.Tensor) or t.shape[-1] != lay.width or \
+                    not run.tagged(t):
+                continue
+            keys = {self.origins.keys[o] for o in self.origins.origins_of(
+                run.tags[id(t)])}
+            if len(keys) != 1 or next(iter(keys))[0] != 'param':
+                continue
+            ex = lay.exact()
+            new = ex.expand(t.detach(), -1).to(t.dtype)
+            run.tag(new, run.tags[id(t)].index_select(t.dim() - 1, ex.index))
+            self._param_layout(run, next(iter(keys))[1], run.tags[id(t)],
+                               t.dim() - 1, ex)
+            if len(args) > i:
+                args[i] = new
+            else:
+                kwargs = dict(kwargs, **{('weight', 'bias')[i - 2]: new})
+        return tuple(args), kwargs
 
     def _param_layout(self, run, pname, ids, d, lay):
         o = next(iter(self.origins.origins_of(ids)))
@@ -1119,8 +1167,16 @@ class _Planner:
                 dim = [t.dim() - 1 - i for i in range(len(shape))]
             dims = dim if isinstance(dim, (list, tuple)) else \
                 ([dim] if dim is not None else [])
-            if name in ('softmax', 'log_softmax', 'normalize', 'glu',
-                        'layer_norm') and any(x % t.dim() == d for x in dims):
+            over = any(x % t.dim() == d for x in dims)
+            if name == 'layer_norm' and over:
+                counts = lay.counts()
+                if not bool((counts == counts[0]).all()):
+                    self.fail(where, 'op', 'layer_norm() over widened channels '
+                              'with unequal replica counts')
+                elif not lay.is_exact:
+                    self.flip(self.sources(run, t), exact=True)
+                return d, lay.exact()
+            if name in ('softmax', 'log_softmax', 'normalize', 'glu') and over:
                 self.fail(where, 'op', f'{name}() over the widened channels')
                 return d, lay.exact()
             if name in _SCALE_FREE:
