@@ -7,9 +7,12 @@
   differentiable student view of T_d's parameters; :func:`soft_pair` — the
   soft strategy.
 
-See ``DESIGN.md`` (the bidirectional mapping) for the math; ``replica.py`` for
-the replica map ``g``, ``n`` and the carry scale, ``kinds.py`` for which rule
-applies to which module.
+See ``docs/design.md`` for the math.  Where things live: ``layout.py`` (a
+tensor's layout: index map and factor), ``propagate.py`` (the layouts of every
+widened space, planned by running the student's and the teacher's code),
+``rules.py`` (one rule per kind of ``kinds.py``), ``attrs.py`` (attributes a
+forward reads), ``ir.py`` (IR), ``cbr.py`` (CBR), ``verify.py`` (where a teacher
+deviates), ``replica.py`` (the cyclic replica map and ``fold_to_student``).
 """
 from .cbr import derive_student_state, extract_student, get_plan
 from .errors import IRVerificationError, UnsupportedModuleError
@@ -17,12 +20,13 @@ from .ir import (DEFAULT_BRANCHES, ReparamPlan, default_forward,
                  default_probe_inputs, inverse_reparameterize,
                  max_relative_deviation, verify_teacher)
 from .layers import BRANCHES, BranchConv2d
+from .layout import Layout
 from .replica import ReplicaMap, check_ratio, fold_to_student, teacher_width
 from .sharing import HardStudent, soft_pair
 
 __all__ = [
     'inverse_reparameterize', 'extract_student', 'derive_student_state',
-    'HardStudent', 'soft_pair', 'get_plan', 'ReparamPlan', 'ReplicaMap',
+    'HardStudent', 'soft_pair', 'get_plan', 'ReparamPlan', 'ReplicaMap', 'Layout',
     'BranchConv2d', 'BRANCHES', 'DEFAULT_BRANCHES', 'UnsupportedModuleError',
     'IRVerificationError', 'check_ratio', 'fold_to_student', 'teacher_width', 'default_forward',
     'default_probe_inputs', 'max_relative_deviation', 'verify_teacher'

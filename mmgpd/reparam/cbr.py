@@ -42,7 +42,7 @@ def derive_student_state(teacher: nn.Module,
         teacher (nn.Module): A dynamic teacher (has ``gpd_plan``).
         grad_rescale (bool): Divide the student's gradient on each shared
             tensor by the CBR factor once more, undoing the factor² change of the
-            student's effective learning rate (DESIGN.md). Defaults to False.
+            student's effective learning rate (docs/design.md). Defaults to False.
 
     Returns:
         dict[str, Tensor]: One tensor per student parameter and buffer, keyed

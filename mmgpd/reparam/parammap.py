@@ -10,7 +10,7 @@ A :class:`ParamMap` lists, for some dimensions of a tensor, a :class:`DimMap`:
 not listed are copied.  ``contract(expand(S)) == S`` exactly, for every map.
 Contraction is differentiable; with ``grad_rescale=True`` the gradient that flows
 back through it is divided by the factor once more, which undoes the factor² change
-of the student's effective learning rate under the hard strategy (DESIGN.md).
+of the student's effective learning rate under the hard strategy (docs/design.md).
 """
 from dataclasses import dataclass, field
 from typing import Dict, Optional
