@@ -1,6 +1,7 @@
-"""Benchmark the reparameterization core (issue 3).
+"""Benchmark the reparameterization core.
 
-Prints, for an mmpretrain ResNet-18 classifier (batch 32 at 224² by default):
+Prints, for mmpretrain classifiers (``--models``: ResNet-18 by default;
+EfficientNet-b0 and Swin-tiny for the zoo issue; batch 32 at 224² by default):
 
 * the per-step cost of deriving the student's weights from the dynamic teacher
   (CBR incl. the branch merge: ``derive_student_state``, forward and backward)
@@ -11,8 +12,9 @@ Prints, for an mmpretrain ResNet-18 classifier (batch 32 at 224² by default):
 All figures are medians of ``--repeats`` runs measured side by side in one
 process.  Usage::
 
-    python tools/benchmark_reparam.py [--batch 32] [--size 224] [--ratio 2]
-        [--repeats 5] [--device cpu|cuda] [--out results.json]
+    python tools/benchmark_reparam.py [--models resnet18,efficientnet_b0,swin_tiny]
+        [--batch 32] [--size 224] [--ratio 2] [--repeats 5]
+        [--device cpu|cuda] [--out results.json]
 """
 import argparse
 import json
@@ -32,16 +34,27 @@ from mmgpd.reparam import (derive_student_state, extract_student,  # noqa: E402
                            inverse_reparameterize)
 
 
-def classifier(depth):
+#: name -> (backbone config, last stage channels)
+BACKBONES = {
+    'resnet18': (dict(type='ResNet', depth=18), 512),
+    'resnet50': (dict(type='ResNet', depth=50), 2048),
+    'efficientnet_b0': (dict(type='EfficientNet', arch='b0'), 1280),
+    'swin_tiny': (dict(type='SwinTransformer', arch='tiny', img_size=224), 768),
+}
+
+
+def classifier(name):
     import logging
 
     from mmengine.logging import MMLogger
     from mmpretrain.registry import MODELS
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # init chatter
     init_default_scope('mmpretrain')
-    channels = 512 if depth < 50 else 2048
+    if isinstance(name, int):
+        name = f'resnet{name}'
+    backbone, channels = BACKBONES[name]
     model = MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='ResNet', depth=depth),
+        type='ImageClassifier', backbone=backbone,
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=1000, in_channels=channels)))
     model.init_weights()
@@ -68,6 +81,8 @@ def timed(fn, device, repeats, warmup=1):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', default='resnet18',
+                        help=f'comma-separated, from {sorted(BACKBONES)}')
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--ratio', type=float, default=2)
@@ -82,9 +97,19 @@ def main():
                    torch=torch.__version__, batch=args.batch, size=args.size,
                    ratio=args.ratio, repeats=args.repeats, rows=[])
 
-    student = classifier(18).to(device).train()
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, 1000, (args.batch, ), device=device)
+    for name in args.models.split(','):
+        _bench_model(name, x, y, device, args, results)
+    _bench_extract(device, args, results)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def _bench_model(name, x, y, device, args, results):
+    student = classifier(name).to(device).train()
 
     def student_step():
         student.zero_grad(set_to_none=True)
@@ -92,7 +117,7 @@ def main():
         loss.backward()
 
     t_student, _ = timed(student_step, device, args.repeats)
-    print(f'ResNet-18 student forward+backward, batch {args.batch} at '
+    print(f'{name} student forward+backward, batch {args.batch} at '
           f'{args.size}²: {t_student * 1e3:.1f} ms (median of {args.repeats})')
 
     for branches in (None, True):
@@ -114,7 +139,7 @@ def main():
 
         t_fwd, _ = timed(derive_fwd, device, args.repeats * 4)
         t_both, _ = timed(derive_fwd_bwd, device, args.repeats * 4)
-        row = dict(model='resnet18', branches=bool(branches), ir_s=t_ir,
+        row = dict(model=name, branches=bool(branches), ir_s=t_ir,
                    student_step_ms=t_student * 1e3, derive_ms=t_fwd * 1e3,
                    derive_fwd_bwd_ms=t_both * 1e3,
                    derive_fraction=t_both / t_student)
@@ -123,6 +148,9 @@ def main():
               f'{t_fwd * 1e3:.2f} ms, with backward {t_both * 1e3:.2f} ms = '
               f'{100 * t_both / t_student:.2f} % of a student step (goal ≤ 5 %)')
 
+
+
+def _bench_extract(device, args, results):
     r50 = classifier(50).to(device)
     teacher50 = inverse_reparameterize(r50, args.ratio, branches=True,
                                        example_inputs=torch.randn(
@@ -131,10 +159,6 @@ def main():
     results['extract_resnet50_s'] = t_ext
     print(f'extract a ResNet-50 student (ratio {args.ratio:g}, branches): '
           f'{t_ext:.3f} s (goal ≤ 1 s)')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(results, f, indent=2)
-    return results
 
 
 if __name__ == '__main__':

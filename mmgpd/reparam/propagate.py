@@ -211,6 +211,15 @@ class _Origins:
             return set()
         return set(self.lookup(torch.unique(ids)).tolist())
 
+    def single(self, ids: torch.Tensor) -> Optional[int]:
+        """The origin of ``ids`` if they all come from one (min / max test:
+        origins are id ranges), else None."""
+        valid = ids[ids >= 0] if bool((ids < 0).any()) else ids
+        if valid.numel() == 0:
+            return None
+        lo, hi = self.lookup(torch.stack([valid.min(), valid.max()])).tolist()
+        return lo if lo == hi else None
+
     def sources_of(self, ids: torch.Tensor) -> Set[tuple]:
         out = set()
         for o in self.origins_of(ids):
@@ -274,9 +283,10 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
             'the widened channels)')
     f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)
     factor = f_rows[:, 0].clone()
-    valid = t_rows >= 0
-    if not torch.allclose(f_rows[valid], factor[:, None].expand_as(f_rows)[valid],
-                          rtol=1e-9, atol=0):
+    dev = (f_rows - factor[:, None]).abs()
+    if bool((t_rows < 0).any()):
+        dev = dev * (t_rows >= 0)
+    if float(dev.max()) > 1e-9 * float(factor.abs().max()):
         raise PlanningError(f'factors vary within a channel along dim {d}')
     lay = Layout(index, factor, c_s)
     if not lay.complete:
@@ -627,13 +637,14 @@ class _TeacherRun(_Recorder):
                 # one module, two spaces: evaluated on exact inputs it needs
                 # no carry (its rule is then the identity)
                 self.ctx.flip(self.ctx.sources(self, x), exact=True)
-                self.ctx.flip(self.ctx.prev_sources.get(path, set()),
-                              exact=True)
+                prev_x = self.ctx.prev_sources.get(path)
+                if prev_x is not None:
+                    self.ctx.flip(self.ctx.sources(self, prev_x), exact=True)
             else:
                 self.ctx.fail(path, type(module).__name__,
                               'called twice with different layouts')
         if x is not None and self.tagged(x):
-            self.ctx.prev_sources[path] = self.ctx.sources(self, x)
+            self.ctx.prev_sources[path] = x  # its sources, when needed
         self.ctx.records[path] = rec
         if rec.out_dim is not None:
             for o in self.student.module_origins.get(key, ()):
@@ -645,7 +656,8 @@ class _TeacherRun(_Recorder):
             else:
                 t_val = rec.out_layout.expand(s_val, rec.out_dim)
                 tg, fc = self.out_tags(s_ids, rec.out_dim, rec.out_layout)
-            t_val = t_val.clone()
+            if t_val is s_val:
+                t_val = t_val.clone()  # a tensor of its own (tags go by id)
             self.tag(t_val, tg, fc)
             outs.append(t_val)
         structure = self.student.module_struct[key]
@@ -709,7 +721,7 @@ def _factor_tensor(lay: Layout, d: int, ndim: int, shape=None, like=None):
     view[d] = -1
     out = lay.factor.reshape(view)
     shape[d] = lay.teacher_width
-    return out.expand(shape).clone()
+    return out.expand(shape)
 
 
 # ------------------------------------------------------------------ planner
@@ -910,11 +922,10 @@ class _Planner:
             if d < 0 or t.shape[d] != ref_lay.width or \
                     t.shape[d] == ref_lay.teacher_width:
                 continue
-            origins = self.origins.origins_of(run.tags[id(t)])
-            keys = {self.origins.keys[o] for o in origins}
-            if len(keys) != 1 or next(iter(keys))[0] != 'param':
+            o = self.origins.single(run.tags[id(t)])
+            if o is None or self.origins.keys[o][0] != 'param':
                 continue
-            pname = next(iter(keys))[1]
+            pname = self.origins.keys[o][1]
             if name in _MULTIPLICATIVE or (name in _DIVISION and i > 0):
                 factor = torch.ones_like(ref_lay.factor)
             elif name in _DIVISION:
@@ -970,7 +981,7 @@ class _Planner:
         return tuple(args), kwargs
 
     def _param_layout(self, run, pname, ids, d, lay):
-        o = next(iter(self.origins.origins_of(ids)))
+        o = self.origins.single(ids)
         base, shape = self.origins.bases[o], self.origins.shapes[o]
         line = ids.movedim(d, 0).reshape(ids.shape[d], -1)[:, 0] - base
         coords = torch.stack(torch.unravel_index(line.long(), shape))
@@ -1274,10 +1285,9 @@ class _Planner:
         """The planned free parameter a (widened) tensor was derived from."""
         if not run.tagged(t):
             return None
-        keys = {self.origins.keys[o] for o in self.origins.origins_of(
-            run.tags[id(t)])}
-        if len(keys) == 1:
-            key = next(iter(keys))
+        o = self.origins.single(run.tags[id(t)])
+        if o is not None:
+            key = self.origins.keys[o]
             if key[0] == 'param' and key[1] in self.param_layouts:
                 return key[1]
         return None
