@@ -68,6 +68,10 @@ _NAMED_KINDS = {
     'mmcv.cnn.bricks.conv_ws.ConvWS2d': None,
     'mmcv.cnn.bricks.conv_ws.ConvAWS2d': None,
     'torch.nn.modules.activation.GLU': None,
+    # two-stage detectors: RoI pooling of widened features has no rule yet
+    'mmcv.ops.roi_align.RoIAlign': 'refused',
+    'mmdet.models.roi_heads.roi_extractors.single_level_roi_extractor.'
+    'SingleRoIExtractor': 'refused',
     'mmcv.cnn.bricks.drop.DropPath': 'homogeneous',
     'mmcv.cnn.bricks.drop.Dropout': 'homogeneous',
     'mmpretrain.models.utils.layer_scale.LayerScale': 'channel_scale',
@@ -88,7 +92,17 @@ _NAMED_KINDS = {
 #: Kinds that ``propagate.py`` treats as one unit with a rule of ``ir.py``;
 #: every other module is traced through (its functional ops are followed).
 RULE_UNITS = ('conv', 'linear', 'batchnorm', 'layernorm', 'groupnorm',
-              'layernorm2d', 'nonhomogeneous', 'channel_scale', 'attention')
+              'layernorm2d', 'nonhomogeneous', 'channel_scale', 'attention',
+              'refused')
+
+#: why a ``refused`` class has no rule
+REFUSED = {
+    'mmcv.ops.roi_align.RoIAlign': 'RoI pooling of widened features (proposal '
+    'boxes decoded from the RPN) has no IR rule',
+    'mmdet.models.roi_heads.roi_extractors.single_level_roi_extractor.'
+    'SingleRoIExtractor': 'pools widened FPN levels into a fixed-size RoI '
+    'tensor (its out_channels) with no IR rule',
+}
 
 
 def qualname(module: nn.Module) -> str:

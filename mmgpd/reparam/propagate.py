@@ -612,6 +612,14 @@ class _TeacherRun(_Recorder):
         kind = unit_kind(module)
         x = _tensors((args, kwargs))[0] if _tensors((args, kwargs)) else None
         rec = ModuleRecord(path, kind)
+        if kind == 'refused':
+            from .kinds import REFUSED, qualname
+            for sub, m in module.named_modules():
+                if unit_kind(m) == 'refused':
+                    self.ctx.fail(f'{path}.{sub}' if sub else path,
+                                  type(m).__name__, REFUSED[qualname(m)])
+            return self.student.module_struct[key](
+                [v.clone() for v, _ in s_out])
         if x is not None and s_in is not None and self.tagged(x):
             try:
                 rec.in_dim, rec.in_layout = self.layout_of(x, s_in)
@@ -1633,6 +1641,16 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
     plan.modules = dict(planner.records)
     plan.params = dict(planner.param_layouts)
     plan.unsupported = list(planner.failures)
+    from .kinds import REFUSED, qualname
+    for path, kind in s_run.rule_paths.items():  # classes with no rule at all
+        if kind == 'refused' and any(k[0] == path for k in s_run.module_out):
+            module = student.get_submodule(path)
+            for sub, m in module.named_modules():
+                if unit_kind(m) == 'refused':
+                    entry = (f'{path}.{sub}' if sub else path,
+                             type(m).__name__, REFUSED[qualname(m)])
+                    if entry not in plan.unsupported:
+                        plan.unsupported.append(entry)
     plan.bad_ratio = list(dict.fromkeys(planner.bad_ratio))
     if error is not None:
         plan.unsupported.append(error)
