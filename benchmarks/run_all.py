@@ -3,8 +3,10 @@
 Runs, in this order, each in this process with its own ``main(argv)``:
 
 1. :mod:`benchmarks.exactness` — IR / CBR deviations over the model zoo;
-2. :mod:`benchmarks.cost` — time and memory per training step;
-3. :mod:`benchmarks.accuracy` — GPD vs student / KD / DKD on digits (full and
+2. :mod:`benchmarks.coverage` — IR over every mmpretrain backbone: exact or
+   refused (also writes ``<out-dir>/coverage.md``);
+3. :mod:`benchmarks.cost` — time and memory per training step;
+4. :mod:`benchmarks.accuracy` — GPD vs student / KD / DKD on digits (full and
    10 % training labels, 5 seeds) and the gap plots;
 
 then writes ``<out-dir>/bench.md`` and ``<out-dir>/bench.json`` (atomically),
@@ -14,7 +16,7 @@ of each part, prints the tables and, for a full run into the default
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->``) from ``bench.md``.
 
     python -m benchmarks.run_all [--quick] [--out-dir results] [--device cpu]
-        [--jobs 2] [--parts exactness cost accuracy] [--no-readme]
+        [--jobs 2] [--parts exactness coverage cost accuracy] [--no-readme]
     python -m benchmarks.run_all --readme-only     # README block from results/bench.md
 
 ``--quick`` (smoke test, a few minutes) writes into a fresh temporary directory
@@ -38,11 +40,12 @@ from mmgpd.utils.fileio import atomic_write_text
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS_DIR = osp.join(ROOT, 'results')
 README = osp.join(ROOT, 'README.md')
-PARTS = ('exactness', 'cost', 'accuracy')
+PARTS = ('exactness', 'coverage', 'cost', 'accuracy')
 BEGIN, END = '<!-- bench:begin -->', '<!-- bench:end -->'
 
 TITLES = dict(
     exactness='Exactness of IR and CBR (fp32)',
+    coverage='IR coverage of the mmpretrain zoo (one small arch per backbone)',
     cost='Cost per training step',
     accuracy='Accuracy on real data: scikit-learn digits')
 
@@ -86,6 +89,8 @@ def part_argv(name: str, args, out_dir: str) -> list:
             'accuracy_quick' if args.quick else 'accuracy')
         argv += ['--work-dir', work, '--plot-dir', out_dir,
                  '--jobs', str(args.jobs)]
+    elif name == 'coverage':  # coverage.md beside coverage.json
+        argv += ['--device', args.device, '--out-dir', out_dir]
     else:
         argv += ['--device', args.device]
     return argv
@@ -264,7 +269,7 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', help='default: results/ (--quick: a new '
                         'temporary directory)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
-                        help='device of the exactness and cost parts')
+                        help='device of the exactness, coverage and cost parts')
     parser.add_argument('--jobs', type=int, default=2,
                         help='parallel training processes of the accuracy part')
     parser.add_argument('--accuracy-work-dir',

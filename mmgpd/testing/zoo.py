@@ -69,6 +69,9 @@ CLASSIFIERS = {
 DETECTORS = {
     'retinanet_r18_fpn': 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
     'fcos_r50_fpn_gn': 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+    # a non-ResNet backbone: mmdet's RegNetX (grouped 3x3 convs, group width 16)
+    'retinanet_regnetx_800mf_fpn':
+    'mmdet::regnet/retinanet_regnetx-800MF_fpn_1x_coco.py',
 }
 
 FAMILIES = tuple(CLASSIFIERS) + tuple(DETECTORS)

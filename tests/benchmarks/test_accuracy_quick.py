@@ -155,6 +155,7 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
         return types.SimpleNamespace(main=main)
 
     monkeypatch.setitem(sys.modules, 'benchmarks.exactness', fake('exactness'))
+    monkeypatch.setitem(sys.modules, 'benchmarks.coverage', fake('coverage'))
     monkeypatch.setitem(sys.modules, 'benchmarks.cost', fake('cost', fail=True))
     monkeypatch.setitem(sys.modules, 'benchmarks.accuracy', fake('accuracy'))
     monkeypatch.setattr(run_all.tempfile, 'tempdir', str(tmp_path))
@@ -164,7 +165,8 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert osp.dirname(out_dir) == str(tmp_path)  # a new temp dir
     assert out_dir != run_all.RESULTS_DIR and report['readme'] is None
     assert open(run_all.README).read() == readme_before
-    assert [c[0] for c in calls] == ['exactness', 'cost', 'accuracy']
+    assert [c[0] for c in calls] == ['exactness', 'coverage', 'cost',
+                                     'accuracy']
     for name, argv in calls:
         assert '--quick' in argv
         assert argv[argv.index('--out-json') + 1] == osp.join(out_dir,
@@ -172,9 +174,10 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert report['failed'] == ['cost']
     md = open(osp.join(out_dir, 'bench.md')).read()
     assert '| exactness |' in md and 'FAILED: RuntimeError: boom' in md
-    assert md.count(' min ') >= 4  # three parts and the total
+    assert md.count(' min ') >= 5  # four parts and the total
     data = json.load(open(osp.join(out_dir, 'bench.json')))
-    assert set(data['parts']) == {'exactness', 'cost', 'accuracy'}
+    assert set(data['parts']) == {'exactness', 'coverage', 'cost',
+                                  'accuracy'}
     assert data['parts']['cost']['error'] == 'RuntimeError: boom'
     with pytest.raises(SystemExit):
         run_all.main(['--quick', '--out-dir', run_all.RESULTS_DIR])
