@@ -229,9 +229,9 @@ class Builder:
 
     @staticmethod
     def _branchable(conv):
-        return (type(conv) is nn.Conv2d or
-                type(conv).__module__.startswith('mmcv.cnn')) and \
-            isinstance(conv, nn.Conv2d) and \
+        # only convs that compute nn.Conv2d's forward (no adaptive padding...)
+        return isinstance(conv, nn.Conv2d) and \
+            type(conv).forward is nn.Conv2d.forward and \
             conv.kernel_size[0] == conv.kernel_size[1] > 1 and \
             conv.stride == (1, 1) and conv.dilation == (1, 1) and \
             conv.padding_mode == 'zeros'
