@@ -30,3 +30,21 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile('ci', derandomize=True, print_blob=True)
 if os.environ.get('CI'):
     settings.load_profile('ci')
+
+
+def _initial_threads():
+    import torch
+    return torch.get_num_threads()
+
+
+_THREADS = _initial_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tests that pin torch to one thread (benchmarks, CPU training; module
+    fixtures included) must not change the thread count, hence the fp32
+    reduction order, of later tests: every test ends with the session's."""
+    import torch
+    yield
+    torch.set_num_threads(_THREADS)
