@@ -26,8 +26,6 @@ Hidden spaces are built in one of two orders (:func:`hidden`):
 """
 import math
 from dataclasses import dataclass
-from typing import Optional
-
 import torch
 
 from .replica import teacher_width
@@ -186,14 +184,3 @@ def hidden(width: int, ratio: float, order: str = 'cyclic', block: int = 1,
         raise ValueError(f"order must be 'cyclic' or 'grouped', got {order!r}")
     lay = Layout(index, torch.ones(len(index), dtype=torch.float64), width)
     return lay if exact else lay.carried()
-
-
-def from_replica_map(rmap, exact: bool = False) -> Layout:
-    """The layout of a :class:`~.replica.ReplicaMap` (cyclic, carried)."""
-    lay = Layout(rmap.index(), torch.ones(rmap.teacher_width,
-                                          dtype=torch.float64), rmap.width)
-    return lay if exact else lay.carried()
-
-
-def layout_like(lay: Optional[Layout], width: int) -> Layout:
-    return lay if lay is not None else fixed(width)

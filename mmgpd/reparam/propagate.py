@@ -548,7 +548,6 @@ class _TeacherRun(_Recorder):
         self.ctx = plan_ctx
         self.calls: Dict[str, int] = {}
         self.param_layouts = plan_ctx.param_layouts
-        self.param_values: Dict[str, torch.Tensor] = {}
         self.known: Dict[int, tuple] = {}
 
     # --------------------------------------------------------------- params
@@ -1278,7 +1277,6 @@ class _Planner:
                 self.flip(srcs, exact=True)
             return d0, l0
         factor = torch.ones_like(l0.factor)
-        first = lays[0][0] if name not in ('__rtruediv__', ) else None
         for t, d, lay in widened:
             if mode == 'div' and t is not lays[0][0]:
                 factor = factor / lay.factor
@@ -1286,7 +1284,6 @@ class _Planner:
                 factor = factor / lay.factor
             else:
                 factor = factor * lay.factor
-        del first
         return d0, Layout(l0.index, factor, l0.width)
 
     def _param_of(self, run, t) -> Optional[str]:
@@ -1343,13 +1340,7 @@ class _Planner:
             self.fail(where, 'op', f'{name}() gives a tensor widened along two '
                       'dims')
             return None, None
-        d, lay = outs[0]
-        # the other operand's factor scales the result uniformly only if exact
-        for r, l in ((ra, la), (rb, lb)):
-            if l is not None and l is not lay and (r is None or r > -3) and \
-                    not l.is_exact:
-                pass
-        return d, lay
+        return outs[0]
 
     def _sdpa(self, run, lays, where):
         (q, dq, lq), (k, dk, lk), (v, dv, lv) = lays[:3]
@@ -1616,9 +1607,6 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
             if not planner.changed:
                 break
             continue
-        for path, rec in planner.records.items():
-            for key, o in enumerate(origins.keys):
-                pass
         _record_origin_dims(planner, s_run)
         outs = []
         for t, s in zip(_tensors(t_outputs), s_out_tags):
