@@ -4,8 +4,9 @@ exactly by IR (backbone with grouped 3x3 convs, FPN, head), at ratio 2 and at a
 fractional ratio it takes (1.5: every stage width x 1.5 is a whole number of
 16-channel groups), in eval and train mode; its GPD configs build.
 
-The shapes config trains a few iterations through mmengine's Runner (as
-``tools/train.py`` does) and writes the extracted student.
+The shapes config trains a few iterations through mmengine's Runner here;
+through ``tools/train.py``, ``tools/extract_student.py`` and plain mmdet in
+``tests/tools/test_train_det_regnet.py``.
 """
 import copy
 import logging
@@ -136,6 +137,34 @@ def test_grouped_convs_widen_by_whole_groups(ratio):
     assert head_t.retina_cls.weight.shape == (
         head_s.retina_cls.out_channels, ratio * 256, 3, 3)
     assert head_t.retina_reg.weight.shape == (36, ratio * 256, 3, 3)
+
+
+@pytest.mark.parametrize('ratio', RATIOS)
+def test_rules_exact_in_float64_with_random_affine(ratio):
+    """The rules, not fp32 luck: random BN gamma / beta, branches, BN batch
+    statistics in train mode (where the fp32 student is ~3e-5 from its own
+    fp64 output at layer4's 2x3 maps), fp64, <= 1e-10; then eval mode with the
+    running statistics that step moved.
+
+    The HardStudent view runs in each mode too: CBR takes the student's BN
+    statistics from the view's own passes (hard strategy), not from T_d's,
+    so ``extract_student`` reproduces a student that saw the same batches."""
+    student = _student(False, spread=0.5).double()
+    x = _x(torch.float64)
+    teacher = inverse_reparameterize(student, ratio, branches=True,
+                                     example_inputs=x)
+    view = HardStudent(teacher)
+    for train in (True, False):
+        s_out, s_feat = _run(student, x, train)
+        t_out, t_feat = _run(teacher, x, train)
+        assert max_relative_deviation(_flat(t_out), _flat(s_out)) <= 1e-10
+        folded = [fold_to_student(t, s.shape[1])
+                  for t, s in zip(t_feat, s_feat)]
+        assert max_relative_deviation(folded, s_feat) <= 1e-10
+        v_out, _ = _run(view, x, train)
+        assert max_relative_deviation(_flat(v_out), _flat(s_out)) <= 1e-10
+        e_out, _ = _run(extract_student(teacher), x, train)
+        assert max_relative_deviation(_flat(e_out), _flat(s_out)) <= 1e-10
 
 
 def test_ratio_that_splits_a_group_is_refused_by_name():
