@@ -1,0 +1,233 @@
+"""DPK (mmgpd.models.methods.dpk): mixing, π = 1 − CKA, loss domain, state."""
+import pytest
+import torch
+
+from mmgpd.models.losses.cka import linear_cka
+from mmgpd.models.methods.dpk import DPK, sincos_pos_embed
+
+CS, CT = 6, 10
+
+
+def feats(n=4, c=CS, h=4, w=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g)
+
+
+def dpk(cs=CS, ct=CT, h=4, w=4, tap='stage4', **kw):
+    kw.setdefault('embed_dim', 16)
+    kw.setdefault('num_heads', 2)
+    kw.setdefault('enc_depth', 1)
+    kw.setdefault('dec_depth', 1)
+    torch.manual_seed(0)
+    m = DPK(taps=(tap, ), **kw)
+    m.prepare({tap: torch.Size([2, cs, h, w])}, {tap: torch.Size([2, ct, h, w])})
+    return m
+
+
+def encoder_input(m, tap='stage4'):
+    """Capture what enters the encoder on the next forward."""
+    seen = []
+    m.blocks[tap].encoder.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def student_tokens(m, f_s, tap='stage4'):
+    block = m.blocks[tap]
+    x, (gh, gw) = block.tokens(block.embed_s, f_s)
+    return x + sincos_pos_embed(gh, gw, block.embed_dim)
+
+
+def teacher_tokens(m, f_t, tap='stage4'):
+    block = m.blocks[tap]
+    x, (gh, gw) = block.tokens(block.embed_t, f_t)
+    return x + sincos_pos_embed(gh, gw, block.embed_dim)
+
+
+def test_ratio_zero_puts_no_teacher_token_in_the_input():
+    m = dpk(ratio=0.0)
+    f_s = feats().requires_grad_(True)
+    f_t = feats(c=CT, seed=1)
+    seen = encoder_input(m)
+    out = m({'stage4': f_s}, {'stage4': f_t})
+    out['loss_dpk'].backward()
+    with torch.no_grad():
+        ref = student_tokens(m, f_s)
+    assert torch.allclose(seen[0], ref, atol=1e-6)
+    # the input does not depend on the teacher's features at all
+    m({'stage4': f_s}, {'stage4': 100 * feats(c=CT, seed=7)})
+    assert torch.equal(seen[1], seen[0])
+    for name, p in m.blocks['stage4'].embed_t.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    assert torch.count_nonzero(m.blocks['stage4'].embed_s.weight.grad) > 0
+    assert f_s.grad is not None and torch.count_nonzero(f_s.grad) > 0
+    assert float(out['dpk_ratio_stage4']) == 0.0
+
+
+def test_ratio_one_gives_only_teacher_tokens():
+    m = dpk(ratio=1.0)
+    f_s, f_t = feats().requires_grad_(True), feats(c=CT, seed=1)
+    seen = encoder_input(m)
+    m({'stage4': f_s}, {'stage4': f_t})['loss_dpk'].backward()
+    with torch.no_grad():
+        assert torch.allclose(seen[0], teacher_tokens(m, f_t), atol=1e-6)
+    assert f_s.grad is None or torch.count_nonzero(f_s.grad) == 0
+    # MAE-style loss domain: no student token to reconstruct -> 0, not NaN
+    m2 = dpk(ratio=1.0, loss_on='student_tokens')
+    loss = m2({'stage4': feats()}, {'stage4': f_t})['loss_dpk']
+    assert float(loss.detach()) == 0.0
+
+
+def test_mixed_input_and_loss_domain_by_hand():
+    m = dpk(ratio=0.5, loss_on='student_tokens', patch_size=2, h=5, w=5)
+    f_s, f_t = feats(h=5, w=5), feats(c=CT, h=5, w=5, seed=1)
+    seen = encoder_input(m)
+    torch.manual_seed(3)
+    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+    block = m.blocks['stage4']
+    torch.manual_seed(3)  # the same mask: 3x3 token grid (5 padded to 6)
+    mask = block.draw_mask(4, 9, 0.5, 'bernoulli', True, 'cpu')
+    assert 0 < int(mask.sum()) < mask.numel()
+    with torch.no_grad():
+        xs, xt = student_tokens(m, f_s), teacher_tokens(m, f_t)
+        expect = torch.where(mask[..., None], xt, xs)
+        assert torch.allclose(seen[0], expect, atol=1e-6)
+        recon = block(f_s, f_t, mask)
+    assert recon.shape == f_t.shape
+    pix = mask.view(4, 1, 3, 3).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    pix = pix[..., :5, :5].expand(-1, CT, -1, -1)
+    ref = (recon - f_t).pow(2)[~pix].mean()
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_all_positions_loss_and_gradients_reach_every_trainable_part():
+    m = dpk(ratio=0.5)
+    f_s = feats().requires_grad_(True)
+    f_t = feats(c=CT, seed=1).requires_grad_(True)
+    torch.manual_seed(1)
+    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+    torch.manual_seed(1)
+    block = m.blocks['stage4']
+    mask = block.draw_mask(4, 16, 0.5, 'bernoulli', True, 'cpu')
+    with torch.no_grad():
+        ref = (block(f_s, f_t, mask) - f_t).pow(2).mean()
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
+    loss.backward()
+    assert f_t.grad is None  # the teacher is a constant (stop-gradient)
+    assert torch.count_nonzero(f_s.grad) > 0
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+
+
+def test_dynamic_ratio_is_one_minus_cka_clipped_and_smoothed():
+    f_s = feats(n=8, seed=2)
+    # identical representations (up to an orthogonal channel map and scale):
+    # CKA = 1, π = 0
+    q, _ = torch.linalg.qr(torch.randn(CS, CS, generator=torch.Generator()
+                                       .manual_seed(4)))
+    f_same = 3.0 * torch.einsum('oc,nchw->nohw', q, f_s)
+    m = dpk(ct=CS)
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_same})
+    assert float(m.blocks['stage4'].cka) == pytest.approx(1.0, abs=1e-6)
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(0.0, abs=1e-6)
+    # related features: π = 1 − CKA of the raw maps (clipped: below)
+    f_t = feats(n=8, c=CT, seed=5)
+    f_t[:, :CS] += f_s
+    c = float(linear_cka(f_s, f_t))
+    assert 0.2 < c < 0.9
+    m = dpk(ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_t})
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(1 - c, rel=1e-6)
+    m = dpk(ratio_clip=(0.1, 0.3))
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_t})
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(0.3)
+    m = dpk(ratio_momentum=0.9, ratio_init=0.5, ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_t})
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(
+        0.9 * 0.5 + 0.1 * (1 - c), rel=1e-6)
+    # rows = positions, biased estimator: the same formula on (N·H·W, C)
+    m = dpk(cka_rows='positions', cka_estimator='biased', ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_t})
+    rows_s = f_s.permute(0, 2, 3, 1).reshape(-1, CS)
+    rows_t = f_t.permute(0, 2, 3, 1).reshape(-1, CT)
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(
+        1 - float(linear_cka(rows_s, rows_t, 'biased')), rel=1e-6)
+
+
+def test_ratio_not_updated_in_eval_or_when_fixed():
+    m = dpk()
+    m.eval()
+    m({'stage4': feats()}, {'stage4': feats(c=CT, seed=1)})
+    assert float(m.blocks['stage4'].ratio) == 0.5
+    m = dpk(ratio=0.25)
+    m.train()
+    m({'stage4': feats()}, {'stage4': feats(c=CT, seed=1)})
+    assert float(m.blocks['stage4'].ratio) == 0.25
+
+
+def test_mask_sampling_options():
+    block = dpk().blocks['stage4']
+    torch.manual_seed(0)
+    bern = block.draw_mask(64, 256, 0.3, 'bernoulli', True, 'cpu')
+    assert abs(float(bern.float().mean()) - 0.3) < 0.01
+    fixed = block.draw_mask(5, 49, 0.3, 'fixed_count', True, 'cpu')
+    assert fixed.sum(1).tolist() == [15] * 5  # round(0.3 · 49)
+    assert not torch.equal(fixed[0], fixed[1])
+    shared = block.draw_mask(5, 49, 0.3, 'bernoulli', False, 'cpu')
+    assert all(torch.equal(shared[0], row) for row in shared)
+    assert not block.draw_mask(3, 49, 0.0, 'bernoulli', True, 'cpu').any()
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    m = dpk(ratio_momentum=0.5)
+    m.train()
+    f_s, f_t = feats(n=8), feats(n=8, c=CT, seed=1)
+    m({'stage4': f_s}, {'stage4': f_t})
+    state = m.state_dict()
+    assert 'blocks.stage4.ratio' in state and 'blocks.stage4.cka' in state
+    fresh = dpk(ratio_momentum=0.5)
+    fresh.load_state_dict(state)
+    fresh.train()
+    assert float(fresh.blocks['stage4'].ratio) == float(m.blocks['stage4'].ratio)
+    torch.manual_seed(9)
+    a = m({'stage4': f_s}, {'stage4': f_t})
+    torch.manual_seed(9)
+    b = fresh({'stage4': f_s}, {'stage4': f_t})
+    assert torch.equal(a['loss_dpk'], b['loss_dpk'])
+    assert torch.equal(m.blocks['stage4'].ratio, fresh.blocks['stage4'].ratio)
+
+
+def test_shapes_widths_and_pooling():
+    m = dpk(cs=3, ct=7, h=4, w=4, patch_size=2)
+    out = m({'stage4': feats(c=3, h=8, w=8)}, {'stage4': feats(c=7, seed=1)})
+    assert out['loss_dpk'].dim() == 0 and torch.isfinite(out['loss_dpk'])
+    pos = sincos_pos_embed(3, 5, 8)
+    assert pos.shape == (15, 8)
+    assert torch.allclose(pos[0], torch.tensor([0., 0., 1., 1., 0., 0., 1., 1.]))
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match='ratio'):
+        DPK(ratio='gap')
+    with pytest.raises(ValueError, match='ratio'):
+        DPK(ratio=1.5)
+    with pytest.raises(ValueError, match='ratio_clip'):
+        DPK(ratio_clip=(0.5, 0.2))
+    with pytest.raises(ValueError, match='loss_on'):
+        DPK(loss_on='teacher_tokens')
+    with pytest.raises(ValueError, match='embed_dim'):
+        DPK(embed_dim=30, num_heads=4)
+    with pytest.raises(ValueError, match='patch_size'):
+        DPK(taps=('fpn0', 'fpn1'), patch_size=dict(fpn0=2))
+    with pytest.raises(ValueError, match=r'\(N, C, H, W\)'):
+        DPK(taps=('pooled', )).prepare({'pooled': torch.Size([2, 8])},
+                                       {'pooled': torch.Size([2, 8])})
+    with pytest.raises(ValueError, match='n >= 4'):
+        m = dpk()
+        m.train()
+        m({'stage4': feats(n=2)}, {'stage4': feats(n=2, c=CT)})
