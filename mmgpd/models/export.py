@@ -156,6 +156,7 @@ def load_gpd(cfg, ckpt_path: str, ema: bool = False):
     model_cfg.teacher = None  # not needed for the student, and never downloaded
     model_cfg.teacher_ckpt = None
     model_cfg.distiller.kd_loss = None
+    model_cfg.distiller.method = None  # its connectors never reach the student
     _strip_pretrained(model_cfg.architecture)
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor',
@@ -168,7 +169,8 @@ def load_gpd(cfg, ckpt_path: str, ema: bool = False):
             'weights); is it a GPD training checkpoint?')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(model_cfg)
-    state = {k: v for k, v in state.items() if not k.startswith('teacher.')}
+    state = {k: v for k, v in state.items() if not k.startswith(
+        ('teacher.', 'distiller.methods.'))}
     ours = model.state_dict()
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))

@@ -27,7 +27,15 @@ class GPDHook(Hook):
         gpd/gap_dynamic (T_d − S), gpd/gap_static (T_s − S)
 
     (top-1, %; counted from the ``pred_label_<name>`` fields GPD's classification
-    ``predict`` attaches). With ``metric_key`` (detectors: e.g.
+    ``predict`` attaches) and the models' sharpness (PESF-KD's measure: the
+    mean over the validation set of log Σ_k exp(z_k), from the
+    ``sharpness_<name>`` fields)::
+
+        gpd/sharpness_student, gpd/sharpness_dynamic_teacher,
+        gpd/sharpness_static_teacher, gpd/sharpness_adapted_static_teacher
+
+    (the last with PESF-KD: T_s's logits through the adapter S distils
+    from). With ``metric_key`` (detectors: e.g.
     ``'coco/bbox_mAP'`` of :class:`~mmgpd.evaluation.PerModelMetric`) the
     per-model scores are read from the metrics instead, and reported as
     ``gpd/bbox_mAP_student``, ``gpd/bbox_mAP_dynamic_teacher`` ... and the
@@ -62,6 +70,7 @@ class GPDHook(Hook):
         self.metric_key = metric_key
         self.best_acc = -1.0
         self._counts: Dict[str, torch.Tensor] = {}
+        self._sharpness: Dict[str, torch.Tensor] = {}
 
     @staticmethod
     def _algorithm(runner):
@@ -76,8 +85,18 @@ class GPDHook(Hook):
 
     def before_val_epoch(self, runner):
         self._counts = {}
+        self._sharpness = {}
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        for sample in outputs or ():
+            for key in sample.keys():
+                if key.startswith('sharpness_'):
+                    total = self._sharpness.setdefault(
+                        key[len('sharpness_'):],
+                        torch.zeros(2, dtype=torch.float64))
+                    total += torch.tensor(
+                        [float(sample.get(key).view(-1)[0]), 1.0],
+                        dtype=torch.float64)
         if self.metric_key is not None:
             return  # the scores come from the metrics
         for sample in outputs or ():
@@ -98,6 +117,14 @@ class GPDHook(Hook):
             all_reduce(count)
             acc[name] = 100.0 * float(count[0] / count[1].clamp_min(1))
         return acc
+
+    def _mean_sharpness(self) -> Dict[str, float]:
+        out = {}
+        for name in sorted(self._sharpness):
+            total = self._sharpness[name].clone()
+            all_reduce(total)
+            out[f'gpd/sharpness_{name}'] = float(total[0] / total[1].clamp_min(1))
+        return out
 
     def _metric_scores(self, runner, metrics) -> Dict[str, float]:
         evaluated = self._algorithm(runner).eval_model
@@ -126,6 +153,7 @@ class GPDHook(Hook):
                                 ('static_teacher', 'static')):
                 if name in scores:
                     results[f'gpd/gap_{short}'] = scores[name] - scores['student']
+        results.update(self._mean_sharpness())
         if not scores:
             runner.logger.warning('GPDHook: no per-model scores this validation '
                                   '(no predictions to evaluate?)')

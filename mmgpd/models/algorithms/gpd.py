@@ -106,6 +106,81 @@ class GPD(BaseModel):
                                                       student)
         elif teacher_ckpt is not None:
             raise ValueError('model.teacher_ckpt is set but model.teacher is not')
+        if len(self.distiller.methods) and self.teacher is None:
+            raise ValueError('model.distiller.method distils a static teacher: '
+                             'set model.teacher and model.teacher_ckpt')
+        self.tap_paths = {'student': {}, 'static_teacher': {}}
+        self._probe(student)
+
+    # ------------------------------------------------------------------ probe
+    def _probe(self, student: nn.Module) -> None:
+        """One probe pass (eval mode, no_grad) after IR: the shapes of the taps
+        the methods read (their connectors are built now, so the optimizer
+        sees them) and the folds of T_d's taps (the layouts IR planned: right
+        after IR, T_d's taps are the expansion of S's)."""
+        from mmgpd.reparam.ir import default_probe_inputs
+
+        from ..recorders import resolve_fold
+        distiller = self.distiller
+        has_td = self.dynamic_teacher is not None
+        det_feats = has_td and distiller.feat_loss is not None and \
+            self.task.name == 'detection'
+        if not len(distiller.methods) and not det_feats:
+            return
+        overrides = distiller.taps
+        s_names = list(distiller.student_taps)
+        self.tap_paths['student'] = self.task.tap_paths(
+            student, s_names, overrides.get('student'),
+            'model.distiller.taps.student')
+        if len(distiller.methods):
+            self.tap_paths['static_teacher'] = self.task.tap_paths(
+                self.teacher, list(distiller.teacher_taps),
+                overrides.get('static_teacher'),
+                'model.distiller.taps.static_teacher')
+        inputs, _ = self.task.ir_inputs(student)
+        if inputs is None:
+            inputs = default_probe_inputs(
+                student, generator=torch.Generator().manual_seed(0))
+        models = self.models()
+        if not len(distiller.methods):
+            models.pop('static_teacher', None)
+        modes = {n: m.training for n, m in models.items()}
+        outs = {}
+        try:
+            with torch.no_grad():
+                for name, model in models.items():
+                    model.eval()
+                    paths = self.tap_paths.get(name, self.tap_paths['student'])
+                    outs[name], _ = self.task.outputs(model, inputs, None,
+                                                      with_loss=False,
+                                                      taps=paths)
+        finally:
+            for name, model in models.items():
+                model.train(modes[name])
+        if has_td:
+            fold = [n for n in s_names if distiller.fold_dynamic_teacher_taps]
+            if det_feats:
+                fold += [f'fpn{i}' for i in range(len(outs['student']['feats']))]
+                for i, f in enumerate(outs['student']['feats']):
+                    outs['student'][f'fpn{i}'] = f
+                    outs['dynamic_teacher'][f'fpn{i}'] = \
+                        outs['dynamic_teacher']['feats'][i]
+            paths = self.tap_paths['student']
+            for name in fold:
+                distiller.tap_folds[name] = resolve_fold(
+                    self.dynamic_teacher, name, outs['student'][name],
+                    outs['dynamic_teacher'][name],
+                    paths.get(name, 'neck' if name.startswith('fpn') else None))
+        shapes = {}
+        for name, out in outs.items():
+            shapes[name] = {k: v.shape for k, v in out.items()
+                            if isinstance(v, torch.Tensor)}
+            if name == 'dynamic_teacher' and distiller.fold_dynamic_teacher_taps:
+                shapes[name] = {k: (distiller.tap_folds[k](out[k]).shape
+                                    if k in distiller.tap_folds else s)
+                                for k, s in shapes[name].items()}
+        if len(distiller.methods):
+            distiller.prepare_methods(shapes)
 
     # ------------------------------------------------------------------ build
     def _build_static_teacher(self, cfg, ckpt, student):
@@ -171,11 +246,13 @@ class GPD(BaseModel):
         models = self.models()
         for name in names:
             outputs[name], task[name] = self.task.outputs(
-                models[name], inputs, data_samples)
+                models[name], inputs, data_samples,
+                taps=self.tap_paths['student'])
         if self.teacher is not None and self.distiller.uses_static_teacher:
             with torch.no_grad():
                 outputs['static_teacher'], _ = self.task.outputs(
-                    self.teacher, inputs, data_samples, with_loss=False)
+                    self.teacher, inputs, data_samples, with_loss=False,
+                    taps=self.tap_paths['static_teacher'])
         gt = self.task.gt(data_samples, inputs.device)
         return self.distiller.loss(outputs, task, gt)
 
@@ -183,4 +260,24 @@ class GPD(BaseModel):
         """Predictions of ``eval_model``; with ``evaluate_teachers`` the other
         models' predictions ride along (``pred_*_<name>`` fields)."""
         return self.task.predict(self.models(), self.eval_model,
-                                 self.evaluate_teachers, inputs, data_samples)
+                                 self.evaluate_teachers, inputs, data_samples,
+                                 derived=self._derived_logits())
+
+    def _derived_logits(self) -> Optional[dict]:
+        """PESF-KD's adapted teacher logits for validation (their sharpness is
+        logged): ``adapted_static_teacher`` (the adapter S distils from) and
+        ``adapted_static_teacher_to_dynamic_teacher``."""
+        if self.teacher is None:
+            return None
+        out = {}
+        for target in self.distiller.methods:
+            for m in self.distiller.methods_of(target):
+                if not m.adapts_teacher:
+                    continue
+                name = 'adapted_static_teacher' + (
+                    '' if target == 'student' else f'_to_{target}')
+                paths = {k: v for k, v in self.tap_paths['static_teacher'].items()
+                         if k in m.teacher_taps}
+                out[name] = ('static_teacher', paths,
+                             lambda o, m=m: m.adapt_teacher(o))
+        return out or None

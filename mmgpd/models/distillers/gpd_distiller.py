@@ -6,18 +6,27 @@ Per iteration (z = logits, sg = stop-gradient)::
         + KD(T_s → S) + KD(T_s → T_d)          (only with a static teacher)
         + λ · SCE(sg(T_d) → S)                  (the gap term, λ = 3 in the recipe)
         + F(S, fold(sg(T_d))) [+ F(S, T_s) + F(fold(T_d), T_s)]   (feat_loss)
+        + M(S, T_s) + M(T_d, T_s)               (method: ReviewKD, PESF-KD ...)
 
 For detectors z are the dense classification maps (``DenseKDLoss``) and F a
 feature loss on the FPN levels, compared in the student's space: T_d's levels
 are folded back by the inverse of IR's replica map (``fold_to_student``,
 parameter-free, exact at init).
 
+A static-teacher *method* (``method``: ReviewKD, PESF-KD, KCD, DPK; see
+:mod:`mmgpd.models.methods`) is built once per KD target, in
+``self.methods[<target>]``: its connectors are sized for S (C-wide taps) and
+for T_d (C'-wide, or C-wide with ``fold_dynamic_teacher_taps``) separately, by
+:meth:`GPDDistiller.prepare_methods` from a probe pass in ``GPD.__init__``
+(after IR, before the optimizer is built). Its loss keys are suffixed with the
+target: ``loss_reviewkd_to_student``, ``loss_reviewkd_to_dynamic_teacher``.
+
 Every term can be switched off (weight 0 / loss None) and weighted; the GPD
 terms (task(T_d), KD(T_s → T_d), the gap term) can also be paused as a whole
 (``gpd_enabled``, driven by ``GPDHook``'s start / stop epochs).
 """
 import copy
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -75,6 +84,18 @@ class GPDDistiller(BaseModule):
             plain distillation baselines in the same framework: the student
             trains its own parameters with ``task(S)`` (+ ``KD(T_s → S)`` with a
             static teacher); no IR, no gap term. Defaults to True.
+        method (dict | list[dict], optional): Static-teacher method(s)
+            (``dict(type='mmgpd.ReviewKD', ...)``), one instance per KD target
+            in ``kd_targets`` (``self.methods``: parameter names
+            ``distiller.methods.<target>.…``; a list gives a ModuleList per
+            target). Needs ``model.teacher``. Defaults to None.
+        taps (dict, optional): Module paths of feature taps the task does not
+            know, or other choices: ``dict(student=dict(stage4='backbone.x'),
+            static_teacher=dict(...))`` (S's paths serve T_d). Defaults to None.
+        fold_dynamic_teacher_taps (bool): Give T_d's method the taps folded
+            back to the student's width (with the layout IR planned for them,
+            :func:`~mmgpd.models.recorders.resolve_fold`), so its connectors
+            have S's shapes; False keeps them C'-wide. Defaults to False.
         init_cfg (dict, optional): Unused (T_d is built by IR, never
             re-initialised).
     """
@@ -95,6 +116,9 @@ class GPDDistiller(BaseModule):
                      loss_weight=3.0),
                  feat_loss: Optional[dict] = None,
                  enable_dynamic_teacher: bool = True,
+                 method: Optional[Union[dict, List[dict]]] = None,
+                 taps: Optional[Dict[str, Dict[str, str]]] = None,
+                 fold_dynamic_teacher_taps: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if strategy not in STRATEGIES:
@@ -116,6 +140,19 @@ class GPDDistiller(BaseModule):
         self.enable_dynamic_teacher = enable_dynamic_teacher
         self._gpd_enabled = enable_dynamic_teacher
         self.dynamic_teacher = None
+        unknown = set(taps or {}) - {'student', 'static_teacher'}
+        if unknown:
+            raise ValueError(f'model.distiller.taps: unknown models {unknown} '
+                             "(keys: 'student', 'static_teacher')")
+        self.taps = {k: dict(v) for k, v in (taps or {}).items()}
+        self.fold_dynamic_teacher_taps = fold_dynamic_teacher_taps
+        self.tap_folds = {}  # tap name -> TapFold (set by GPD's probe pass)
+        self.methods = nn.ModuleDict()
+        if method is not None:
+            targets = [t for t in self.kd_targets if t == 'student' or
+                       enable_dynamic_teacher]
+            for target in targets:
+                self.methods[target] = _build_methods(method)
 
     @property
     def gpd_enabled(self) -> bool:
@@ -129,7 +166,73 @@ class GPDDistiller(BaseModule):
     @property
     def uses_static_teacher(self) -> bool:
         """Whether any term reads the static teacher's outputs."""
-        return self.kd_loss is not None or self.feat_loss is not None
+        return self.kd_loss is not None or self.feat_loss is not None or \
+            len(self.methods) > 0
+
+    # ------------------------------------------------------------- methods
+    def methods_of(self, target: str) -> List[nn.Module]:
+        """The method instances distilling T_s into ``target``."""
+        if target not in self.methods:
+            return []
+        m = self.methods[target]
+        return list(m) if isinstance(m, nn.ModuleList) else [m]
+
+    def _union(self, attr: str) -> tuple:
+        names = []
+        for target in self.methods:
+            for m in self.methods_of(target):
+                names += [n for n in getattr(m, attr) if n not in names]
+        return tuple(names)
+
+    @property
+    def student_taps(self) -> tuple:
+        """Taps of S / T_d that the methods read (besides logits)."""
+        return self._union('student_taps')
+
+    @property
+    def teacher_taps(self) -> tuple:
+        """Taps of T_s that the methods read (besides logits)."""
+        return self._union('teacher_taps')
+
+    def fold(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """T_d's tap ``name`` in the student's space (the planned layout;
+        :func:`fold_to_student` where no fold was resolved)."""
+        fold = self.tap_folds.get(name)
+        if fold is None:
+            raise KeyError(f'no fold resolved for the tap {name!r}')
+        return fold(x)
+
+    def prepare_methods(self, shapes: Dict[str, Dict[str, torch.Size]]) -> None:
+        """Build every method's connectors (``GPD.__init__``'s probe pass).
+
+        Args:
+            shapes (dict): ``{model name: {tap: shape}}`` for ``'student'``,
+                ``'dynamic_teacher'`` (already folded when
+                ``fold_dynamic_teacher_taps``) and ``'static_teacher'``.
+        """
+        for target in self.methods:
+            for m in self.methods_of(target):
+                m.prepare(dict(shapes[target]), dict(shapes['static_teacher']))
+
+    def _method_terms(self, outputs: Dict[str, dict],
+                      gt: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        out = {}
+        teacher = outputs['static_teacher']
+        for target in self.methods:
+            if target not in outputs:
+                continue  # T_d while the GPD terms are paused
+            student = outputs[target]
+            if target == 'dynamic_teacher' and self.fold_dynamic_teacher_taps:
+                student = {k: (self.fold(k, v) if k in self.tap_folds else v)
+                           for k, v in student.items()}
+            for m in self.methods_of(target):
+                for key, value in m(student, teacher, gt).items():
+                    name = f'{key}_to_{target}'
+                    if name in out:
+                        raise KeyError(f'model.distiller.method: two methods '
+                                       f'give the term {key!r}')
+                    out[name] = value
+        return out
 
     def build_dynamic_teacher(self, student: nn.Module, example_inputs=None,
                               forward_fn=None) -> nn.Module:
@@ -196,6 +299,8 @@ class GPDDistiller(BaseModule):
                 logits['student'], _detach(logits['dynamic_teacher']), gt)
         if self.feat_loss is not None:
             out.update(self._feature_terms(outputs))
+        if len(self.methods) and static:
+            out.update(self._method_terms(outputs, gt))
         return out
 
     def _feature_terms(self, outputs: Dict[str, dict]) -> Dict[str, torch.Tensor]:
@@ -207,8 +312,9 @@ class GPDDistiller(BaseModule):
         widths = [f.shape[1] for f in feats['student']]
         if 'dynamic_teacher' in outputs:
             feats['dynamic_teacher'] = [
-                fold_to_student(f, c) for f, c in
-                zip(outputs['dynamic_teacher']['feats'], widths)]
+                self.tap_folds[f'fpn{i}'](f) if f'fpn{i}' in self.tap_folds
+                else fold_to_student(f, c) for i, (f, c) in
+                enumerate(zip(outputs['dynamic_teacher']['feats'], widths))]
         out = {}
         if 'dynamic_teacher' in feats:
             out['loss_feat_dynamic_to_student'] = self.feat_loss(
@@ -220,6 +326,29 @@ class GPDDistiller(BaseModule):
                     out[f'loss_feat_static_to_{name}'] = self.feat_loss(
                         feats[name], static)
         return out
+
+
+def _build_methods(cfg) -> nn.Module:
+    """One method (dict) or a ModuleList of them (list); errors name the key."""
+    cfgs = cfg if isinstance(cfg, (list, tuple)) else [cfg]
+    built = []
+    for i, c in enumerate(cfgs):
+        key = 'model.distiller.method' + (f'[{i}]' if len(cfgs) > 1 or
+                                           isinstance(cfg, (list, tuple)) else '')
+        if not isinstance(c, dict) or 'type' not in c:
+            raise ValueError(f'{key}: a dict with a type, got {c!r}')
+        try:
+            built.append(MODELS.build(copy.deepcopy(c)))
+        except KeyError as exc:
+            raise KeyError(f'{key}: unknown method type {c.get("type")!r} '
+                           f'({exc})') from None
+        from ..methods.base import DistillMethod
+        if not isinstance(built[-1], DistillMethod):
+            raise TypeError(f'{key}: {type(built[-1]).__name__} is not a '
+                            'DistillMethod (mmgpd.models.methods)')
+    if isinstance(cfg, (list, tuple)):
+        return nn.ModuleList(built)
+    return built[0]
 
 
 def _detach(x):

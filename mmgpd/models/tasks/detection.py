@@ -132,9 +132,31 @@ class DetectionTask(Task):
     # ------------------------------------------------------------ training
     @staticmethod
     def outputs(model: nn.Module, inputs: torch.Tensor, data_samples,
-                with_loss: bool = True):
-        """``({'feats', 'logits'}, task losses or None)``: one pass of ``model``."""
-        return call(model, _dense_pass, inputs, data_samples, with_loss)
+                with_loss: bool = True, taps=()):
+        """``({'feats', 'logits', <tap>: ...}, task losses or None)``: one pass
+        of ``model``. Taps: ``'fpn0'`` … ``'fpnL'`` (the FPN levels, also in
+        ``feats``) and ``'logits'`` (the dense classification maps)."""
+        out, losses = call(model, _dense_pass, inputs, data_samples, with_loss)
+        names = [n for n in taps if n != 'logits']
+        DetectionTask.tap_paths(model, names)
+        for name in names:
+            level = int(name[3:])
+            if level >= len(out['feats']):
+                raise KeyError(f'tap {name!r}: the detector has '
+                               f'{len(out["feats"])} FPN levels')
+            out[name] = out['feats'][level]
+        return out, losses
+
+    @staticmethod
+    def tap_paths(model: nn.Module, names, overrides=None,
+                  key: str = 'model.distiller.taps'):
+        """FPN levels need no module path (``{}``); other names are an error."""
+        bad = [n for n in names if n != 'logits' and not (
+            n.startswith('fpn') and n[3:].isdigit())]
+        if bad or overrides:
+            raise KeyError(f'{key}: detectors have the taps fpn0 ... fpnL and '
+                           f"logits only (got {bad or sorted(overrides)})")
+        return {}
 
     @staticmethod
     def gt(data_samples, device):
@@ -144,7 +166,7 @@ class DetectionTask(Task):
     @staticmethod
     def predict(models: Dict[str, nn.Module], eval_model: str,
                 evaluate_teachers: bool, inputs: torch.Tensor,
-                data_samples) -> List:
+                data_samples, derived=None) -> List:
         """``eval_model``'s detections as ``pred_instances``; with
         ``evaluate_teachers`` the other models' as ``pred_instances_<name>``
         (:class:`mmgpd.evaluation.PerModelMetric` scores each)."""
