@@ -6,5 +6,7 @@ S alone (``enable_dynamic_teacher=False``), or S and GPD's dynamic teacher T_d
 through the interface of :class:`DistillMethod`.
 """
 from .base import DistillMethod
+from .pesf_kd import PESFKD, TeacherAdapter
+from .review_kd import ABF, ReviewKD
 
-__all__ = ['DistillMethod']
+__all__ = ['DistillMethod', 'ReviewKD', 'ABF', 'PESFKD', 'TeacherAdapter']
