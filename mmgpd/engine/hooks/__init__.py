@@ -1,3 +1,4 @@
 from .gpd_hook import GPDHook
+from .kcd_hook import KCDHook
 
-__all__ = ['GPDHook']
+__all__ = ['GPDHook', 'KCDHook']

@@ -6,7 +6,10 @@ S alone (``enable_dynamic_teacher=False``), or S and GPD's dynamic teacher T_d
 through the interface of :class:`DistillMethod`.
 """
 from .base import DistillMethod
+from .dpk import DPK
+from .kcd import KCD
 from .pesf_kd import PESFKD, TeacherAdapter
 from .review_kd import ABF, ReviewKD
 
-__all__ = ['DistillMethod', 'ReviewKD', 'ABF', 'PESFKD', 'TeacherAdapter']
+__all__ = ['DistillMethod', 'KCD', 'DPK', 'ReviewKD', 'ABF', 'PESFKD',
+           'TeacherAdapter']

@@ -52,10 +52,7 @@ from mmgpd.registry import MODELS
 from ..losses.cka import ESTIMATORS, cka_from_terms, hsic_terms
 from .kcd import align_spatial
 
-try:  # the static-teacher method interface (issue 13)
-    from .base import DistillMethod
-except ImportError:  # pragma: no cover - until the base class lands
-    from mmengine.model import BaseModule as DistillMethod
+from .base import DistillMethod
 
 __all__ = ['DPK', 'DPKEncoderDecoder', 'sincos_pos_embed']
 
@@ -292,14 +289,11 @@ class DPK(DistillMethod):
     def prepare(self, student_shapes: Dict[str, torch.Size],
                 teacher_shapes: Dict[str, torch.Size]) -> None:
         """One :class:`DPKEncoderDecoder` per tap, sized from a probe pass."""
-        self._prepared = True
+        super().prepare(student_shapes, teacher_shapes)
+        self.check_taps(student_shapes, self.student_taps, 'student')
+        self.check_taps(teacher_shapes, self.teacher_taps, 'teacher')
         for tap in self.taps:
-            for side, shapes in (('student', student_shapes),
-                                 ('teacher', teacher_shapes)):
-                if tap not in shapes:
-                    raise KeyError(f'model.distiller.method (DPK).taps: the '
-                                   f'{side} has no tap {tap!r} (has '
-                                   f'{sorted(shapes)})')
+            for shapes in (student_shapes, teacher_shapes):
                 if len(shapes[tap]) != 4:
                     raise ValueError(f'model.distiller.method (DPK).taps: '
                                      f'{tap!r} is {tuple(shapes[tap])}; DPK '

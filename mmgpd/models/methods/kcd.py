@@ -77,10 +77,7 @@ from mmengine.dist import all_reduce
 
 from mmgpd.registry import MODELS
 
-try:  # the static-teacher method interface (issue 13)
-    from .base import DistillMethod
-except ImportError:  # pragma: no cover - until the base class lands
-    from mmengine.model import BaseModule as DistillMethod
+from .base import DistillMethod
 
 __all__ = ['KCD', 'ChannelMatch', 'align_spatial', 'MODES']
 
@@ -326,14 +323,10 @@ class KCD(DistillMethod):
     def prepare(self, student_shapes: Dict[str, torch.Size],
                 teacher_shapes: Dict[str, torch.Size]) -> None:
         """One :class:`ChannelMatch` per tap, sized from a probe pass."""
-        self._prepared = True
+        super().prepare(student_shapes, teacher_shapes)
+        self.check_taps(student_shapes, self.student_taps, 'student')
+        self.check_taps(teacher_shapes, self.teacher_taps, 'teacher')
         for tap in self.taps:
-            for side, shapes in (('student', student_shapes),
-                                 ('teacher', teacher_shapes)):
-                if tap not in shapes:
-                    raise KeyError(f'model.distiller.method (KCD).taps: the '
-                                   f'{side} has no tap {tap!r} (has '
-                                   f'{sorted(shapes)})')
             self.matches[tap] = ChannelMatch(
                 student_shapes[tap][1], teacher_shapes[tap][1], self.mode)
 
