@@ -133,18 +133,20 @@ class DetectionTask(Task):
     @staticmethod
     def outputs(model: nn.Module, inputs: torch.Tensor, data_samples,
                 with_loss: bool = True, taps=()):
-        """``({'feats', 'logits', <tap>: ...}, task losses or None)``: one pass
+        """``({'feats', 'logits', 'fpn0', …}, task losses or None)``: one pass
         of ``model``. Taps: ``'fpn0'`` … ``'fpnL'`` (the FPN levels, also in
-        ``feats``) and ``'logits'`` (the dense classification maps)."""
+        ``feats``; always given — they need no hook, so callers holding the
+        ``{}`` of :meth:`tap_paths` get them too) and ``'logits'`` (the dense
+        classification maps)."""
         out, losses = call(model, _dense_pass, inputs, data_samples, with_loss)
         names = [n for n in taps if n != 'logits']
         DetectionTask.tap_paths(model, names)
+        for level, feat in enumerate(out['feats']):
+            out[f'fpn{level}'] = feat
         for name in names:
-            level = int(name[3:])
-            if level >= len(out['feats']):
+            if name not in out:
                 raise KeyError(f'tap {name!r}: the detector has '
                                f'{len(out["feats"])} FPN levels')
-            out[name] = out['feats'][level]
         return out, losses
 
     @staticmethod
