@@ -1,0 +1,13 @@
+# DPK alone on ImageNet-1k: static ResNet-34 teacher -> ResNet-18 student, no
+# dynamic teacher (mmgpd.GPD as the distillation harness:
+# enable_dynamic_teacher=False). The DPK term, teacher and schedule of
+# ./resnet18_in1k_gpd.py beside the student's cross-entropy; no logit KD.
+# Reconstructed from the paper's description; no number of the paper's is
+# claimed.
+_base_ = ['./resnet18_in1k_gpd.py']
+
+model = dict(
+    distiller=dict(
+        enable_dynamic_teacher=False,
+        gap_loss=None,
+        kd_targets=('student', )))

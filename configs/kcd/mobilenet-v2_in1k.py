@@ -1,0 +1,13 @@
+# KCD alone on ImageNet-1k: static ResNet-50 teacher -> MobileNetV2 student,
+# no dynamic teacher (enable_dynamic_teacher=False); the KCD term, teacher and
+# schedule of ./mobilenet-v2_in1k_gpd.py beside the student's cross-entropy;
+# no logit KD. Reconstructed from the paper's description; no number of the
+# paper's is claimed.
+_base_ = ['./mobilenet-v2_in1k_gpd.py']
+
+model = dict(
+    distiller=dict(
+        enable_dynamic_teacher=False,
+        gap_loss=None,
+        kd_targets=('student', ),
+        fold_dynamic_teacher_taps=False))
