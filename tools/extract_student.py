@@ -108,7 +108,8 @@ def extract(args):
             source=args.source, ema=args.ema, gpd_config=osp.basename(args.config),
             gpd_checkpoint=osp.basename(args.checkpoint),
             epoch=meta.get('epoch'), iter=meta.get('iter'),
-            ratio=float(algorithm.distiller.ir_kwargs['ratio']),
+            ratio=(float(algorithm.distiller.ir_kwargs['ratio'])
+                   if algorithm.dynamic_teacher is not None else None),
             # classes etc. (mmengine's Runner saves them): DetInferencer reads them
             **({'dataset_meta': meta['dataset_meta']}
                if meta.get('dataset_meta') else {})))

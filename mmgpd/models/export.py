@@ -140,7 +140,9 @@ def training_state(ckpt: dict, path: str, ema: bool) -> dict:
 
 
 def load_gpd(cfg, ckpt_path: str, ema: bool = False):
-    """Build the config's GPD algorithm (no static teacher) and load a checkpoint.
+    """Build the config's GPD algorithm (no static teacher, no static-teacher
+    method) and load a checkpoint (of a GPD run, or of a run with
+    ``enable_dynamic_teacher=False``: the plain KD / method baselines).
 
     Raises:
         ExtractionError: bad file, no GPD state, or a checkpoint of another
@@ -163,10 +165,14 @@ def load_gpd(cfg, ckpt_path: str, ema: bool = False):
                              copy.deepcopy(cfg.data_preprocessor))
     ckpt = read_checkpoint(ckpt_path)
     state = training_state(ckpt, ckpt_path, ema)
-    if not any(k.startswith('distiller.dynamic_teacher.') for k in state):
+    # A run without a dynamic teacher (a static-teacher method alone) keeps
+    # the student's own weights (student.*); a GPD run keeps T_d's.
+    own = 'distiller.dynamic_teacher.' if model_cfg.distiller.get(
+        'enable_dynamic_teacher', True) else 'student.'
+    if not any(k.startswith(own) for k in state):
         raise ExtractionError(
-            f'{ckpt_path}: no GPD state (no distiller.dynamic_teacher.* '
-            'weights); is it a GPD training checkpoint?')
+            f'{ckpt_path}: no GPD state (no {own}* weights); is it a '
+            'training checkpoint of this config?')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(model_cfg)
     state = {k: v for k, v in state.items() if not k.startswith(
