@@ -5,7 +5,7 @@
 # MobileNetV2's conv2, 1280 channels, vs ResNet-50's layer4, 2048 channels;
 # 7x7): every student channel gets a distinct teacher channel, the 768
 # teacher channels matched to none are dropped. Settings as
-# ../kcd/resnet18_in1k_gpd.py. Reconstructed from the paper's description; no
+# ./kcd-gpd_resnet18_in1k.py. Reconstructed from the paper's description; no
 # number of the paper's is claimed.
 _base_ = ['../gpd/mobilenet-v2_in1k.py']
 

@@ -1,10 +1,10 @@
 # KCD alone on ImageNet-1k: static ResNet-34 teacher -> ResNet-18 student, no
 # dynamic teacher (mmgpd.GPD as the distillation harness:
 # enable_dynamic_teacher=False). The KCD term, the teacher and the schedule of
-# ./resnet18_in1k_gpd.py (batch 512, 100 epochs, clip 5, EMA), beside the
+# ./kcd-gpd_resnet18_in1k.py (batch 512, 100 epochs, clip 5, EMA), beside the
 # student's cross-entropy; no logit KD. Reconstructed from the paper's
 # description; no number of the paper's is claimed.
-_base_ = ['./resnet18_in1k_gpd.py']
+_base_ = ['./kcd-gpd_resnet18_in1k.py']
 
 model = dict(
     distiller=dict(
