@@ -273,3 +273,23 @@ def test_predict_attaches_sharpness(teacher_ckpt):
     expect = torch.logsumexp(logits, dim=1)
     got = torch.cat([s.sharpness_static_teacher for s in out])
     assert torch.allclose(got, expect, rtol=1e-6)
+
+
+def test_gpd_hook_averages_sharpness_over_the_validation_set():
+    from mmpretrain.structures import DataSample
+
+    from mmgpd.engine.hooks.gpd_hook import GPDHook
+    hook = GPDHook(metric_key='coco/bbox_mAP')  # sharpness even without counts
+    hook.before_val_epoch(None)
+    batches = [[1.0, 2.0], [4.5]]  # two batches: 2 samples, then 1
+    for batch in batches:
+        samples = []
+        for v in batch:
+            s = DataSample().set_gt_label(0)
+            s.set_field(torch.tensor([v]), 'sharpness_student')
+            s.set_field(torch.tensor([2 * v]), 'sharpness_static_teacher')
+            samples.append(s)
+        hook.after_val_iter(None, 0, None, samples)
+    out = hook._mean_sharpness()
+    assert out == {'gpd/sharpness_student': pytest.approx(7.5 / 3),
+                   'gpd/sharpness_static_teacher': pytest.approx(15 / 3)}
