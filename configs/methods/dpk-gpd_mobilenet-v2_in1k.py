@@ -4,9 +4,9 @@
 # the static-teacher term, into S and T_d, on the last stage ('stage4':
 # MobileNetV2's conv2, 1280 channels, vs ResNet-50's layer4, 2048 channels;
 # 7x7 = 49 tokens): the DPK settings of ./dpk-gpd_resnet18_in1k.py.
-# Reconstructed from the paper's description; no number of the paper's is claimed (it
-# reports 73.26 top-1 for DPK alone with an R50 teacher and a MobileNet
-# student, unverified here).
+# Reconstructed from the paper's description; no number of the paper's is
+# claimed (it reports 73.26 top-1 for DPK alone with an R50 teacher and a
+# MobileNet student, unverified here).
 _base_ = ['../gpd/mobilenet-v2_in1k.py']
 
 dpk = dict(

@@ -1,4 +1,4 @@
-"""The KCD and DPK ImageNet configs (configs/kcd, configs/dpk): they parse, say
+"""The KCD and DPK ImageNet configs (configs/methods/{kcd,dpk}[-gpd]_*): they parse, say
 what they claim, and train (an epoch of a tiny ImageNet-layout folder) with
 the models they name and nothing downloaded."""
 import glob
@@ -15,31 +15,36 @@ from .test_gpd_configs import (CLASSES, _pretrained_init_cfgs, _random_teacher_c
                                _shrink, _strip_pretrained, tiny_imagenet)  # noqa: F401
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-PAIRS = {  # config stem: (student backbone, teacher depth, S / T_s stage-4 widths)
-    'resnet18_in1k': ('ResNet', 34, 512, 512),
-    'mobilenet-v2_in1k': ('MobileNetV2', 50, 1280, 2048),
+METHOD_DIR = osp.join(REPO_ROOT, 'configs', 'methods')
+PAIRS = {  # pair: (student backbone, teacher depth, S / T_s stage-4 widths)
+    'resnet18': ('ResNet', 34, 512, 512),
+    'mobilenet-v2': ('MobileNetV2', 50, 1280, 2048),
 }
-CONFIGS = [f'{m}/{stem}{suffix}.py' for m in ('kcd', 'dpk') for stem in PAIRS
-           for suffix in ('', '_gpd')]
+CONFIGS = [f'{m}{g}_{p}_in1k.py' for m in ('kcd', 'dpk') for g in ('', '-gpd')
+           for p in PAIRS]
 
 
 def load(name):
-    return Config.fromfile(osp.join(REPO_ROOT, 'configs', name))
+    return Config.fromfile(osp.join(METHOD_DIR, name))
+
+
+def _parse(name):
+    """``(method, stacked with GPD, pair)`` of a config file name."""
+    head, pair = name[:-len('_in1k.py')].split('_', 1)
+    return head.split('-')[0], head.endswith('-gpd'), pair
 
 
 def test_every_config_is_present():
-    found = sorted(osp.relpath(p, osp.join(REPO_ROOT, 'configs')) for p in
-                   glob.glob(osp.join(REPO_ROOT, 'configs', '[kd][cp][dk]', '*.py')))
+    found = sorted(osp.basename(p) for p in glob.glob(
+        osp.join(METHOD_DIR, '*.py')) if osp.basename(p)[:3] in ('kcd', 'dpk'))
     assert found == sorted(CONFIGS)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_says_what_it_claims(name):
     cfg = load(name)
-    method, stem = name.split('/')
-    stem = stem[:-len('.py')]
-    stacked = stem.endswith('_gpd')
-    student, depth, _, _ = PAIRS[stem.replace('_gpd', '')]
+    method, stacked, pair = _parse(name)
+    student, depth, _, _ = PAIRS[pair]
     m = cfg.model
     assert m.type == 'mmgpd.GPD' and cfg.default_scope == 'mmpretrain'
     assert m.architecture.backbone.type == student
@@ -91,12 +96,11 @@ def _tiny_cfg(name, data_root, work_dir, batch_size):
 # 5-20 s each on 2 cores: each method + GPD on the ResNet pair and alone on
 # the MobileNetV2 pair (unequal widths: 1280 student vs 2048 teacher channels).
 @pytest.mark.parametrize('name', [
-    'kcd/resnet18_in1k_gpd.py', 'dpk/resnet18_in1k_gpd.py',
-    'kcd/mobilenet-v2_in1k.py', 'dpk/mobilenet-v2_in1k.py'])
+    'kcd-gpd_resnet18_in1k.py', 'dpk-gpd_resnet18_in1k.py',
+    'kcd_mobilenet-v2_in1k.py', 'dpk_mobilenet-v2_in1k.py'])
 def test_config_trains_on_tiny_imagenet(name, tiny_imagenet, tmp_path):  # noqa: F811
-    method = name.split('/')[0]
-    stem = name.split('/')[1][:-len('.py')]
-    _, _, s_width, t_width = PAIRS[stem.replace('_gpd', '')]
+    method, stacked, pair = _parse(name)
+    _, _, s_width, t_width = PAIRS[pair]
     # DPK's unbiased minibatch CKA needs >= 4 images per rank: one batch of 4
     cfg = _tiny_cfg(name, tiny_imagenet, tmp_path, 4 if method == 'dpk' else 2)
     assert not _pretrained_init_cfgs(cfg.model)
@@ -104,7 +108,7 @@ def test_config_trains_on_tiny_imagenet(name, tiny_imagenet, tmp_path):  # noqa:
     runner.train()
     algorithm = runner.model
     targets = tuple(algorithm.distiller.methods)
-    assert targets == (('student', 'dynamic_teacher') if stem.endswith('_gpd')
+    assert targets == (('student', 'dynamic_teacher') if stacked
                        else ('student', ))
     hub = runner.message_hub
     for target in targets:
