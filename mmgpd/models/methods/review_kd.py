@@ -31,6 +31,9 @@ ResNet-18: weight 1.0; ResNet-50 → MobileNetV2: weight 8.0, mid 256; warm-up
 1 epoch counted from epoch 1, i.e. none). The CIFAR-100 recipe uses larger
 weights with a linear warm-up (``warmup_iters``).
 
+The ABFs' batch norms train on the batch: the 1 × 1 pooled level needs at
+least two images per process (as in the released code).
+
 **Deviation (named):** the released code reads *pre-activation* stage features
 (before each stage's last ReLU) of both networks; mmpretrain's stage outputs,
 which the taps record without re-implementing the forward, are
