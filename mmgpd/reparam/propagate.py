@@ -187,6 +187,7 @@ class _Origins:
         self.shapes: List[tuple] = []
         self.dims: List[Optional[int]] = []
         self.sources: List[frozenset] = []
+        self.fresh: Dict[int, torch.Tensor] = {}
         self.next = 0
 
     def new(self, shape, key, sources=frozenset(), dim=None) -> torch.Tensor:
@@ -198,7 +199,20 @@ class _Origins:
         self.shapes.append(tuple(shape))
         self.dims.append(dim)
         self.sources.append(frozenset(sources))
-        return (torch.arange(n, dtype=torch.float64) + base).reshape(shape)
+        ids = (torch.arange(n, dtype=torch.float64) + base).reshape(shape)
+        self.fresh[id(ids)] = ids
+        return ids
+
+    def select(self, ids: torch.Tensor, dim: int, index: torch.Tensor):
+        """``ids.index_select(dim, index)``; for ids made by :meth:`new`
+        (contiguous ranges) computed as ``first + index · stride``, one
+        broadcast add (float64 ``index_select`` along an inner dim is slow)."""
+        if self.fresh.get(id(ids)) is not ids:
+            return ids.index_select(dim, index)
+        view = [1] * ids.dim()
+        view[dim] = -1
+        step = (index.to(torch.float64) * ids.stride(dim)).reshape(view)
+        return ids.narrow(dim, 0, 1) + step
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Origin number of every id (ids >= 0)."""
@@ -228,8 +242,39 @@ class _Origins:
 
 
 def _row_hash(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """An exact (integer, order-independent) hash of each row of ids."""
+    """An integer hash of each row of ids (wrapping int64 arithmetic)."""
     return (rows.long() * weights[:rows.shape[1]]).sum(1)
+
+
+def _same_id_set(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the valid (>= 0) ids of ``a`` and ``b`` are the same set.
+
+    A bitmap over the ids' range when it is small (ids of one split come from
+    a few origins, i.e. a few id ranges), sorted uniques otherwise.
+    """
+    ranges = []
+    for x in (a, b):
+        lo, hi = torch.aminmax(x.reshape(-1)) if x.numel() else (None, None)
+        if lo is not None and lo < 0:  # -1: no element (padding)
+            x = x[x >= 0]
+            lo, hi = torch.aminmax(x) if x.numel() else (None, None)
+        if lo is None:
+            ranges.append(None)
+        else:
+            ranges.append((x.reshape(-1), float(lo), float(hi)))
+    if ranges[0] is None or ranges[1] is None:
+        return ranges[0] is None and ranges[1] is None
+    (a, alo, ahi), (b, blo, bhi) = ranges
+    if alo != blo or ahi != bhi:
+        return False
+    span = int(ahi - alo) + 1
+    if span > 4 * (a.numel() + b.numel()) + 1024:
+        ua, ub = torch.unique(a), torch.unique(b)
+        return ua.shape == ub.shape and torch.equal(ua, ub)
+    seen = torch.zeros(2, span, dtype=torch.bool)
+    seen[0].index_fill_(0, (a - alo).long(), True)
+    seen[1].index_fill_(0, (b - alo).long(), True)
+    return torch.equal(seen[0], seen[1])
 
 
 def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
@@ -271,11 +316,19 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
     s_rows = s_tags.movedim(d, 0).reshape(c_s, -1)
     weights = torch.randint(1, 2**31, (t_rows.shape[1], ),
                             generator=torch.Generator().manual_seed(0))
-    th, sh = _row_hash(t_rows, weights), _row_hash(s_rows, weights)
-    order = torch.argsort(sh)
-    pos = torch.searchsorted(sh[order], th).clamp(max=c_s - 1)
-    index = order[pos]
-    if not torch.equal(s_rows[index], t_rows):
+    # candidates by a hash of the first few columns (ids of different student
+    # channels differ in every column unless a tensor repeats them), then by
+    # the whole rows if that does not pair them; the pairing is always
+    # checked exactly below
+    for cols in dict.fromkeys((min(8, t_rows.shape[1]), t_rows.shape[1])):
+        th = _row_hash(t_rows[:, :cols], weights)
+        sh = _row_hash(s_rows[:, :cols], weights)
+        order = torch.argsort(sh)
+        pos = torch.searchsorted(sh[order], th).clamp(max=c_s - 1)
+        index = order[pos]
+        if torch.equal(s_rows[index], t_rows):
+            break
+    else:
         bad = (s_rows[index] != t_rows).any(1).nonzero()[0, 0].item()
         raise PlanningError(
             f'teacher channel {bad} along dim {d} does not carry a single '
@@ -283,10 +336,11 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
             'the widened channels)')
     f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)
     factor = f_rows[:, 0].clone()
-    dev = (f_rows - factor[:, None]).abs()
     if bool((t_rows < 0).any()):
-        dev = dev * (t_rows >= 0)
-    if float(dev.max()) > 1e-9 * float(factor.abs().max()):
+        dev = float(((f_rows - factor[:, None]).abs() * (t_rows >= 0)).max())
+    else:
+        dev = float((f_rows.amax(1) - f_rows.amin(1)).max())
+    if dev > 1e-9 * float(factor.abs().max()):
         raise PlanningError(f'factors vary within a channel along dim {d}')
     lay = Layout(index, factor, c_s)
     if not lay.complete:
@@ -587,7 +641,7 @@ class _TeacherRun(_Recorder):
         if lay is None:
             tags, fac = s_ids, torch.ones_like(s_ids)
         else:
-            tags = s_ids.index_select(d, lay.index)
+            tags = self.origins.select(s_ids, d, lay.index)
             fac = _factor_tensor(lay, d, s_ids.dim(), None, s_ids)
         self.known[id(tags)] = (s_ids, d, lay, tags)
         return tags, fac
@@ -1100,10 +1154,10 @@ class _Planner:
                       'code passes (an attribute such as a width) is not widened')
             return
         for tt, ss in zip(t_tags, srec['out']):
+            if _same_id_set(tt, ss):
+                continue
             a = torch.unique(tt[tt >= 0])
             b = torch.unique(ss[ss >= 0])
-            if a.shape == b.shape and torch.equal(a, b):
-                continue
             bad = torch.cat([a[~torch.isin(a, b)], b[~torch.isin(b, a)]])
             self._flipped = False
             for o in self.origins.origins_of(bad):
@@ -1381,13 +1435,10 @@ def _grouped_out(module, in_l: Layout) -> Optional[Layout]:
         per = tg_in // cg_in if tg_in % cg_in == 0 else None
         if per is None:
             continue
-        idx, f = [], []
-        for u in range(t_groups):
-            s = int(sg[u, 0])
-            local = torch.arange(per * cg_out) % cg_out
-            idx.append(local + s * cg_out)
-            f.append(fac[u, :1].expand(per * cg_out))
-        lay = Layout(torch.cat(idx), torch.cat(f), module.out_channels)
+        local = torch.arange(per * cg_out) % cg_out
+        idx = (local[None, :] + sg[:, :1] * cg_out).reshape(-1)
+        f = fac[:, :1].expand(t_groups, per * cg_out).reshape(-1)
+        lay = Layout(idx, f, module.out_channels)
         if lay.complete:
             return lay
     return None
@@ -1395,14 +1446,16 @@ def _grouped_out(module, in_l: Layout) -> Optional[Layout]:
 
 # ------------------------------------------------------------------ driver
 def _unit_paths(model: nn.Module):
-    units, inside = {}, []
+    """``{path: kind}`` of the outermost modules with a rule (named_modules is
+    pre-order, so a unit's submodules follow it directly and are skipped)."""
+    units, inside = {}, None
     for path, m in model.named_modules():
-        if any(path.startswith(p + '.') for p in inside):
+        if inside is not None and path.startswith(inside):
             continue
         kind = unit_kind(m)
         if kind is not None:
             units[path] = kind
-            inside.append(path)
+            inside = path + '.'
     return units
 
 

@@ -64,13 +64,26 @@ class Builder:
         self.branched: List[str] = []
         self.noisy: List[Tuple[str, str, Optional[DimMap]]] = []
         self.layouts: Dict[str, Tuple[Optional[int], Optional[Layout]]] = {}
+        self._parents: Optional[Dict[int, list]] = None
 
     # ------------------------------------------------------------------ utils
     def replace(self, path: str, new: nn.Module):
-        """Put ``new`` wherever the teacher refers to the module at ``path``."""
-        from .propagate import replace_modules
+        """Put ``new`` wherever the teacher refers to the module at ``path``
+        (a module registered under two names is replaced under both)."""
+        if self._parents is None:  # id(child) -> [(parent, name)], built once
+            self._parents = {}
+            self._index(self.teacher)
         old = self.teacher.get_submodule(path)
-        replace_modules(self.teacher, {id(old): new})
+        for parent, name in self._parents.pop(id(old), ()):
+            parent._modules[name] = new
+        self._index(new)
+
+    def _index(self, root: nn.Module):
+        for module in root.modules():
+            for name, child in module._modules.items():
+                if child is not None:
+                    self._parents.setdefault(id(child), []).append(
+                        (module, name))
 
     def set_param(self, module: nn.Module, name: str, path: str, pmap: ParamMap,
                   student_value: torch.Tensor, noisy: bool = False):
