@@ -133,18 +133,22 @@ def _add_noise(teacher, noisy, std, generator, mode):
     with torch.no_grad():
         for path, name, in_dim in noisy:
             p = getattr(teacher.get_submodule(path), name)
-            noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            if mode == 'zero_sum' and in_dim is None:
+                continue
+            # drawn in fp32 (4x cheaper than fp64 on CPU): the replicas' sum
+            # of the noise is then zero up to fp32 rounding of values ~std,
+            # far below the rounding of p + noise itself
+            noise = torch.randn(p.shape, generator=generator,
+                                dtype=torch.float32)
             if mode == 'zero_sum':
-                if in_dim is None:
-                    continue
                 index = in_dim.index
                 sums = torch.zeros(p.shape[0], in_dim.student_size, *p.shape[2:],
                                    dtype=noise.dtype).index_add_(1, index, noise)
                 counts = torch.bincount(index, minlength=in_dim.student_size)
                 shape = [1, -1] + [1] * (p.dim() - 2)
-                mean = sums / counts.to(noise.dtype).reshape(shape)
-                noise = noise - mean.index_select(1, index)
-            p.add_((noise * std).to(p))
+                sums.div_(counts.to(noise.dtype).reshape(shape))
+                noise.sub_(sums.index_select(1, index))
+            p.add_(noise.mul_(std).to(p))
 
 
 def _complete_rules(student, teacher, rules: Dict[str, StateRule]):
