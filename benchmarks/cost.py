@@ -8,7 +8,11 @@ optim_wrapper)`` with an MMEngine ``OptimWrapper`` (SGD) — what the Runner doe
 
 Methods: ``student`` (plain classifier), ``kd`` (T_s → S, KDLoss), ``dkd``
 (DKDLoss) — both ``GPDDistiller(enable_dynamic_teacher=False)`` —, ``gpd``
-(GPD*, no static teacher, ratio 2), ``dkd_gpd`` and ``gpd_branches``.
+(GPD*, no static teacher, ratio 2), ``dkd_gpd`` and ``gpd_branches``; the
+feature-level static-teacher methods on the last stage, alone and as GPD's
+static-teacher term (into S and T_d): ``kcd`` / ``kcd_gpd`` (a solved channel
+assignment, MSE on the matched channels; T_d's taps folded) and ``dpk`` /
+``dpk_gpd`` (49 tokens, a 4 + 2 block encoder-decoder of width 256).
 
 The unavoidable parts of a GPD step, measured in the same run:
 
@@ -19,7 +23,18 @@ The unavoidable parts of a GPD step, measured in the same run:
 * ``part_student``: the plain student's forward + backward (no optimizer step:
   under the hard strategy S owns no parameters).
 
-``x parts`` = GPD's step time / the sum of its parts' (goal ≤ 1.10).
+* ``part_dpk_encdec``: one DPK encoder-decoder (the student's) forward +
+  backward + SGD step on recorded stage-4 features — DPK's share of a step
+  (``dpk_gpd`` has two: S's and T_d's; T_d's tokeniser is wider, so counting
+  S's twice slightly undercounts);
+* ``part_kcd_refresh_batch``: one batch of a KCD refresh's statistics pass
+  (no-grad forwards of S, T_d and T_s with taps, the channel sums of both
+  targets) — a refresh runs ``KCDHook.num_batches`` of them;
+* ``part_kcd_assignment``: the solve of a refresh (the correlation from the
+  sums and the Hungarian assignment, scipy on the CPU, C_s × C_t of the
+  setting's stage 4) — once per refresh, not per step.
+
+``x parts`` = the method's step time / the sum of its parts' (goal ≤ 1.10).
 
 Timing: models built once, then rounds in which every method / part runs one
 step in turn (round-robin, the start rotating each round, so machine noise hits
@@ -63,27 +78,46 @@ from benchmarks.common import (base_parser, finish, machine_info,
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-METHODS = ('student', 'kd', 'dkd', 'gpd', 'dkd_gpd', 'gpd_branches')
+METHODS = ('student', 'kd', 'dkd', 'gpd', 'dkd_gpd', 'gpd_branches',
+           'kcd', 'kcd_gpd', 'dpk', 'dpk_gpd')
 PARTS = ('part_static_teacher', 'part_dynamic_teacher',
-         'part_dynamic_teacher_branches', 'part_student')
-#: GPD method -> the parts it cannot avoid
+         'part_dynamic_teacher_branches', 'part_student', 'part_dpk_encdec',
+         'part_kcd_refresh_batch', 'part_kcd_assignment')
+#: method -> the parts it cannot avoid (a part twice: it runs twice)
 PARTS_OF = {
     'gpd': ('part_dynamic_teacher', 'part_student'),
     'dkd_gpd': ('part_static_teacher', 'part_dynamic_teacher', 'part_student'),
     'gpd_branches': ('part_dynamic_teacher_branches', 'part_student'),
+    'kcd': ('part_static_teacher', 'part_student'),
+    'kcd_gpd': ('part_static_teacher', 'part_dynamic_teacher', 'part_student'),
+    'dpk': ('part_static_teacher', 'part_student', 'part_dpk_encdec'),
+    'dpk_gpd': ('part_static_teacher', 'part_dynamic_teacher', 'part_student',
+                'part_dpk_encdec', 'part_dpk_encdec'),
 }
+#: method -> (part, how many per step): its share of the method's step
+SHARE_OF = {'dpk': ('part_dpk_encdec', 1), 'dpk_gpd': ('part_dpk_encdec', 2)}
 GOAL = 1.10
 
 KD = dict(type='mmgpd.KDLoss', temperature=4.0)
 DKD = dict(type='mmgpd.DKDLoss', alpha=1.0, beta=8.0, temperature=4.0)
+#: configs/kcd and configs/dpk's methods (ImageNet recipes)
+KCD = dict(type='mmgpd.KCD', taps=('stage4', ),
+           loss=dict(type='mmgpd.FeatureMSELoss', normalize=True))
+DPK = dict(type='mmgpd.DPK', taps=('stage4', ), embed_dim=256, patch_size=1,
+           enc_depth=4, dec_depth=2, num_heads=8)
 DISTILLERS = {
     'kd': dict(enable_dynamic_teacher=False, kd_loss=KD),
     'dkd': dict(enable_dynamic_teacher=False, kd_loss=DKD),
     'gpd': dict(ratio=2),
     'dkd_gpd': dict(ratio=2, kd_loss=DKD),
     'gpd_branches': dict(ratio=2, branches=True),
+    'kcd': dict(enable_dynamic_teacher=False, method=KCD),
+    'kcd_gpd': dict(ratio=2, method=KCD, fold_dynamic_teacher_taps=True),
+    'dpk': dict(enable_dynamic_teacher=False, method=DPK),
+    'dpk_gpd': dict(ratio=2, method=DPK),
 }
-WITH_STATIC_TEACHER = ('kd', 'dkd', 'dkd_gpd')
+WITH_STATIC_TEACHER = ('kd', 'dkd', 'dkd_gpd', 'kcd', 'kcd_gpd', 'dpk',
+                       'dpk_gpd')
 
 
 def _imagenet():
@@ -184,8 +218,14 @@ def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
         return Unit(lambda: model.train_step(data, ow), model, ow)
     if name in DISTILLERS:
         model = _gpd(spec, name, teacher_ckpt).to(device).train()
+        if name.startswith('kcd'):  # KCDHook solves before training
+            _kcd_refresh(model, data)
         ow = _optim_wrapper(model, amp)
         return Unit(lambda: model.train_step(data, ow), model, ow)
+    if name.startswith('part_kcd'):
+        return _kcd_part(name, spec, data, device, teacher_ckpt)
+    if name == 'part_dpk_encdec':
+        return _dpk_part(spec, data, device, amp, teacher_ckpt)
     if name == 'part_dynamic_teacher' or name == 'part_dynamic_teacher_branches':
         from mmgpd.registry import MODELS
         distiller = MODELS.build(dict(
@@ -223,6 +263,73 @@ def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
 
         return Unit(step, model, ow)
     raise KeyError(f'unknown method / part {name!r}')
+
+
+def _kcd_refresh(model, data) -> None:
+    """One KCD refresh on ``data`` (what KCDHook does over its batches)."""
+    from mmgpd.engine.hooks.kcd_hook import KCDHook
+    methods = KCDHook.kcd_methods(model)
+    model.eval()
+    with torch.no_grad():
+        KCDHook._accumulate(model, methods, data)
+    for _, method in methods:
+        method.update()
+    model.train()
+
+
+def _kcd_part(name, spec, data, device, teacher_ckpt):
+    """``part_kcd_refresh_batch`` (kcd_gpd: both targets) or
+    ``part_kcd_assignment`` (the solve from saved sums, S's KCD)."""
+    from mmgpd.engine.hooks.kcd_hook import KCDHook
+    model = _gpd(spec, 'kcd_gpd', teacher_ckpt).to(device).eval()
+    methods = KCDHook.kcd_methods(model)
+    if name == 'part_kcd_refresh_batch':
+        def step():
+            with torch.no_grad():
+                KCDHook._accumulate(model, methods, data)
+            for _, method in methods:
+                method.reset_statistics()
+
+        return Unit(step, model)
+    with torch.no_grad():
+        KCDHook._accumulate(model, methods, data)
+    match = methods[0][1].matches['stage4']
+    sums = {k: getattr(match, k).clone() for k in
+            ('count', 'sum_s', 'sum_t', 'sq_s', 'sq_t', 'cross')}
+
+    def solve():
+        for k, v in sums.items():
+            getattr(match, k).copy_(v)
+        match.solve()
+        _sync(device)
+
+    return Unit(solve, model)
+
+
+def _dpk_part(spec, data, device, amp, teacher_ckpt):
+    """S's DPK encoder-decoder alone: forward + backward + SGD step on the
+    recorded stage-4 features of S (a leaf with grad) and T_s."""
+    model = _gpd(spec, 'dpk', teacher_ckpt).to(device).train()
+    method = model.distiller.methods['student']
+    batch = model.data_preprocessor(data, True)
+    with torch.no_grad():
+        s_out, _ = model.task.outputs(model.student, batch['inputs'], None,
+                                      with_loss=False,
+                                      taps=model.tap_paths['student'])
+        t_out, _ = model.task.outputs(model.teacher, batch['inputs'], None,
+                                      with_loss=False,
+                                      taps=model.tap_paths['static_teacher'])
+    f_s = s_out['stage4'].detach().requires_grad_(True)
+    f_t = t_out['stage4'].detach()
+    ow = _optim_wrapper(method, amp)
+
+    def step():
+        with ow.optim_context(method), _autocast(device, amp):
+            loss = method({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+        ow.update_params(loss)
+        f_s.grad = None
+
+    return Unit(step, method, ow)
 
 
 def save_teacher_ckpt(spec, folder: str) -> str:
@@ -356,6 +463,7 @@ COLUMNS = [('setting', 'setting', ''), ('method', 'method', ''),
            ('parts_ms', 'sum of parts ms', '.1f'),
            ('x_parts', f'x parts (goal ≤ {GOAL:.2f})', '.3f'),
            ('x_parts_paired', 'x parts (paired median)', '.3f'),
+           ('part_share', 'method part share', '.3f'),
            ('step_peak_mb', 'step peak MiB', '.0f'),
            ('parts_step_peak_mb', 'parts step peak MiB', '.0f'),
            ('x_parts_mem', 'x parts mem', '.2f'),
@@ -375,6 +483,9 @@ def _rows(setting: str, times: dict, memory: dict):
                    x_student=med[name] / med['student'] if 'student' in med
                    else None, parts_ms=None, x_parts=None,
                    x_parts_paired=None, parts=None)
+        share = SHARE_OF.get(name)
+        if share and share[0] in med:
+            row['part_share'] = share[1] * med[share[0]] / med[name]
         mem = memory.get(name)
         if mem:
             row.update(resident_mb=mem['resident_mb'],

@@ -174,3 +174,39 @@ def test_resume_continues_kcd_and_dpk_exactly(teacher_ckpt, tmp_path):
     # the online refresh ran after each epoch (3 solves: before, after 1, 2)
     assert len(straight.message_hub.get_scalar(
         'kcd/student/stage4/matched_corr').data[0]) == 3
+
+
+def test_two_gloo_ranks_solve_the_same_assignment_and_ratio(teacher_ckpt,
+                                                            tmp_path):
+    """tools/dist_train.sh, 2 processes (each its own half of every batch):
+    KCD's assignment (solved before training from all-reduced statistics) and
+    DPK's π (from all-reduced HSIC terms) are identical on both ranks, and so
+    is every trained parameter."""
+    from .test_distributed import dist_train, free_port
+    methods = Config.fromfile(osp.join(BENCH, '_base_', 'digits_methods.py'))
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(f'''
+_base_ = [{osp.join(BENCH, 'digits_kcd.py')!r}]
+custom_imports = dict(imports=['tests.tools.method_dist_helpers'],
+                      allow_failed_imports=False)
+model = dict(teacher_ckpt={teacher_ckpt!r},
+             distiller=dict(method=[{{{{_base_.bench_kcd}}}},
+                                    {methods.bench_dpk.to_dict()!r}]))
+optim_wrapper = dict(paramwise_cfg={{{{_base_.bench_dpk_lr}}}})
+custom_hooks = [dict(type='mmgpd.GPDHook'),
+                dict(type='mmgpd.KCDHook', mode='offline', num_batches=2),
+                dict(type='DumpMethodState')]
+train_dataloader = dict(batch_size=16, dataset=dict(indices=64))
+val_dataloader = dict(dataset=dict(indices=32))
+train_cfg = dict(max_epochs=1, val_interval=1)
+randomness = dict(seed=0)
+''')
+    dist_train(str(cfg), tmp_path / 'ddp', 2, PORT=free_port())
+    r0 = torch.load(tmp_path / 'ddp' / 'methods_rank0.pth')
+    r1 = torch.load(tmp_path / 'ddp' / 'methods_rank1.pth')
+    assert r0['state'].keys() == r1['state'].keys()
+    for k in r0['state']:
+        assert torch.equal(r0['state'][k], r1['state'][k]), k
+    perm = r0['state']['student.0.matches.stage4.perm']
+    assert len(set(perm.tolist())) == 128
+    assert len(r0['ratios']) == 2 and r0['ratios'] == r1['ratios']
