@@ -12,7 +12,11 @@ Methods: ``student`` (plain classifier), ``kd`` (T_s → S, KDLoss), ``dkd``
 feature-level static-teacher methods on the last stage, alone and as GPD's
 static-teacher term (into S and T_d): ``kcd`` / ``kcd_gpd`` (a solved channel
 assignment, MSE on the matched channels; T_d's taps folded) and ``dpk`` /
-``dpk_gpd`` (49 tokens, a 4 + 2 block encoder-decoder of width 256).
+``dpk_gpd`` (49 tokens, a 4 + 2 block encoder-decoder of width 256);
+``reviewkd`` / ``reviewkd_gpd`` (ABFs over the four stages + the pooled
+feature, HCL; T_d's ABFs read its 2x-wide taps) and ``pesf`` / ``pesf_gpd``
+(PESF-KD: an adapter on T_s's pooled feature, one per target), the
+configs/methods ImageNet recipes.
 
 The unavoidable parts of a GPD step, measured in the same run:
 
@@ -30,6 +34,11 @@ The unavoidable parts of a GPD step, measured in the same run:
 * ``part_kcd_refresh_batch``: one batch of a KCD refresh's statistics pass
   (no-grad forwards of S, T_d and T_s with taps, the channel sums of both
   targets) — a refresh runs ``KCDHook.num_batches`` of them;
+* ``part_reviewkd_abf`` (``_dynamic_teacher``): S's (T_d's) ReviewKD — its
+  ABFs + HCL — forward + backward + SGD step on recorded taps of S (T_d;
+  leaves with grad) and T_s: ReviewKD's share of a step (``reviewkd_gpd`` has
+  both; T_d's ABFs read its 2x-wide taps). PESF-KD's adapter (an MLP on
+  (N, d) pooled features) has no part: its parts are those of KD.
 * ``part_kcd_assignment``: the solve of a refresh (the correlation from the
   sums and the Hungarian assignment, scipy on the CPU, C_s × C_t of the
   setting's stage 4) — once per refresh, not per step.
@@ -79,10 +88,12 @@ from benchmarks.common import (base_parser, finish, machine_info,
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 METHODS = ('student', 'kd', 'dkd', 'gpd', 'dkd_gpd', 'gpd_branches',
-           'kcd', 'kcd_gpd', 'dpk', 'dpk_gpd')
+           'kcd', 'kcd_gpd', 'dpk', 'dpk_gpd', 'reviewkd', 'reviewkd_gpd',
+           'pesf', 'pesf_gpd')
 PARTS = ('part_static_teacher', 'part_dynamic_teacher',
          'part_dynamic_teacher_branches', 'part_student', 'part_dpk_encdec',
-         'part_kcd_refresh_batch', 'part_kcd_assignment')
+         'part_kcd_refresh_batch', 'part_kcd_assignment', 'part_reviewkd_abf',
+         'part_reviewkd_abf_dynamic_teacher')
 #: method -> the parts it cannot avoid (a part twice: it runs twice)
 PARTS_OF = {
     'gpd': ('part_dynamic_teacher', 'part_student'),
@@ -93,9 +104,16 @@ PARTS_OF = {
     'dpk': ('part_static_teacher', 'part_student', 'part_dpk_encdec'),
     'dpk_gpd': ('part_static_teacher', 'part_dynamic_teacher', 'part_student',
                 'part_dpk_encdec', 'part_dpk_encdec'),
+    'reviewkd': ('part_static_teacher', 'part_student', 'part_reviewkd_abf'),
+    'reviewkd_gpd': ('part_static_teacher', 'part_dynamic_teacher',
+                     'part_student', 'part_reviewkd_abf',
+                     'part_reviewkd_abf_dynamic_teacher'),
+    'pesf': ('part_static_teacher', 'part_student'),
+    'pesf_gpd': ('part_static_teacher', 'part_dynamic_teacher', 'part_student'),
 }
 #: method -> (part, how many per step): its share of the method's step
-SHARE_OF = {'dpk': ('part_dpk_encdec', 1), 'dpk_gpd': ('part_dpk_encdec', 2)}
+SHARE_OF = {'dpk': ('part_dpk_encdec', 1), 'dpk_gpd': ('part_dpk_encdec', 2),
+            'reviewkd': ('part_reviewkd_abf', 1)}
 GOAL = 1.10
 
 KD = dict(type='mmgpd.KDLoss', temperature=4.0)
@@ -105,6 +123,9 @@ KCD = dict(type='mmgpd.KCD', taps=('stage4', ),
            loss=dict(type='mmgpd.FeatureMSELoss', normalize=True))
 DPK = dict(type='mmgpd.DPK', taps=('stage4', ), embed_dim=256, patch_size=1,
            enc_depth=4, dec_depth=2, num_heads=8)
+#: configs/methods/{reviewkd,pesf}_resnet18_in1k.py's methods
+REVIEWKD = dict(type='mmgpd.ReviewKD', loss_weight=1.0)
+PESF = dict(type='mmgpd.PESFKD', temperature=4.0)
 DISTILLERS = {
     'kd': dict(enable_dynamic_teacher=False, kd_loss=KD),
     'dkd': dict(enable_dynamic_teacher=False, kd_loss=DKD),
@@ -115,9 +136,14 @@ DISTILLERS = {
     'kcd_gpd': dict(ratio=2, method=KCD, fold_dynamic_teacher_taps=True),
     'dpk': dict(enable_dynamic_teacher=False, method=DPK),
     'dpk_gpd': dict(ratio=2, method=DPK),
+    'reviewkd': dict(enable_dynamic_teacher=False, method=REVIEWKD),
+    'reviewkd_gpd': dict(ratio=2, method=REVIEWKD),
+    'pesf': dict(enable_dynamic_teacher=False, method=PESF),
+    'pesf_gpd': dict(ratio=2, method=PESF),
 }
 WITH_STATIC_TEACHER = ('kd', 'dkd', 'dkd_gpd', 'kcd', 'kcd_gpd', 'dpk',
-                       'dpk_gpd')
+                       'dpk_gpd', 'reviewkd', 'reviewkd_gpd', 'pesf',
+                       'pesf_gpd')
 
 
 def _imagenet():
@@ -226,6 +252,10 @@ def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
         return _kcd_part(name, spec, data, device, teacher_ckpt)
     if name == 'part_dpk_encdec':
         return _dpk_part(spec, data, device, amp, teacher_ckpt)
+    if name.startswith('part_reviewkd_abf'):
+        target = 'dynamic_teacher' if name.endswith('dynamic_teacher') \
+            else 'student'
+        return _reviewkd_part(spec, data, device, amp, teacher_ckpt, target)
     if name == 'part_dynamic_teacher' or name == 'part_dynamic_teacher_branches':
         from mmgpd.registry import MODELS
         distiller = MODELS.build(dict(
@@ -328,6 +358,36 @@ def _dpk_part(spec, data, device, amp, teacher_ckpt):
             loss = method({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
         ow.update_params(loss)
         f_s.grad = None
+
+    return Unit(step, method, ow)
+
+
+def _reviewkd_part(spec, data, device, amp, teacher_ckpt, target='student'):
+    """The ReviewKD of ``target`` (S, or T_d of ``reviewkd_gpd``) alone — ABFs
+    + HCL: forward + backward + SGD step on the recorded taps of the target
+    (leaves with grad) and T_s."""
+    name = 'reviewkd' if target == 'student' else 'reviewkd_gpd'
+    model = _gpd(spec, name, teacher_ckpt).to(device).train()
+    method = model.distiller.methods[target]
+    batch = model.data_preprocessor(data, True)
+    with torch.no_grad():
+        s_out, _ = model.task.outputs(model.models()[target], batch['inputs'],
+                                      None, with_loss=False,
+                                      taps=model.tap_paths['student'])
+        t_out, _ = model.task.outputs(model.teacher, batch['inputs'], None,
+                                      with_loss=False,
+                                      taps=model.tap_paths['static_teacher'])
+    f_s = {k: s_out[k].detach().requires_grad_(True)
+           for k in method.student_taps}
+    f_t = {k: t_out[k].detach() for k in method.teacher_taps}
+    ow = _optim_wrapper(method, amp)
+
+    def step():
+        with ow.optim_context(method), _autocast(device, amp):
+            loss = method(f_s, f_t)['loss_reviewkd']
+        ow.update_params(loss)
+        for f in f_s.values():
+            f.grad = None
 
     return Unit(step, method, ow)
 
