@@ -53,6 +53,9 @@ ATTRIBUTES: Dict[str, Dict[str, object]] = {
     'mmpretrain.models.utils.attention.ChannelMultiheadAttention': _HEADS,
     _MMP + 'hornet.gnConv': {'dims': 'width'},
     _MMP + 'hornet.HorNetLayerNorm': {'normalized_shape': 'width'},
+    # allocates its (num_rois, out_channels, k, k) output from this width
+    'mmdet.models.roi_heads.roi_extractors.single_level_roi_extractor.'
+    'SingleRoIExtractor': {'out_channels': 'width'},
 }
 
 

@@ -132,9 +132,12 @@ def _add_noise(teacher, noisy, std, generator, mode):
     """
     with torch.no_grad():
         for path, name, in_dim in noisy:
-            p = getattr(teacher.get_submodule(path), name)
+            module = teacher.get_submodule(path)
+            p = getattr(module, name)
             if mode == 'zero_sum' and in_dim is None:
                 continue
+            if getattr(module, 'transposed', False) is True:
+                p = p.transpose(0, 1)  # a view: (C_out, C_in, k...) order
             # drawn in fp32 (4x cheaper than fp64 on CPU): the replicas' sum
             # of the noise is then zero up to fp32 rounding of values ~std,
             # far below the rounding of p + noise itself

@@ -27,6 +27,13 @@ Kinds:
     a sigmoid-like function: traced through, it needs an exact input.
 ``layernorm2d``
     mmpretrain's channel-first LayerNorm2d (normalises dim 1).
+``roi_pool``
+    RoI pooling (mmcv ``RoIAlign``, mmdet ``SingleRoIExtractor``): bilinear
+    sampling of each channel at box coordinates, a positively homogeneous,
+    channel-wise map of its features: the output keeps the layout of its
+    input (every FPN level it reads in one layout), the boxes must be exact
+    (the teacher's are the student's).  No parameters; the extractor's
+    ``out_channels`` is widened by ``attrs.py``.
 
 Only :data:`RULE_UNITS` are units of the layout planner (``propagate.py``):
 every other module — containers, SE layers, gates, Flatten, padding, DropPath,
@@ -44,7 +51,10 @@ MIXING = ('conv', 'linear')
 NORMS = ('batchnorm', 'layernorm', 'groupnorm')
 
 _TORCH_KINDS = [
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), 'conv'),
+    # transposed convs too: the same rule with the weight's in / out dims
+    # swapped (``rules.Builder.mixing``)
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+      nn.ConvTranspose3d), 'conv'),
     ((nn.Linear, ), 'linear'),
     ((nn.modules.batchnorm._BatchNorm, ), 'batchnorm'),
     ((nn.LayerNorm, ), 'layernorm'),
@@ -68,10 +78,10 @@ _NAMED_KINDS = {
     'mmcv.cnn.bricks.conv_ws.ConvWS2d': None,
     'mmcv.cnn.bricks.conv_ws.ConvAWS2d': None,
     'torch.nn.modules.activation.GLU': None,
-    # two-stage detectors: RoI pooling of widened features has no rule yet
-    'mmcv.ops.roi_align.RoIAlign': 'refused',
+    # two-stage detectors: RoI pooling, channel-wise (a carried unit)
+    'mmcv.ops.roi_align.RoIAlign': 'roi_pool',
     'mmdet.models.roi_heads.roi_extractors.single_level_roi_extractor.'
-    'SingleRoIExtractor': 'refused',
+    'SingleRoIExtractor': 'roi_pool',
     'mmcv.cnn.bricks.drop.DropPath': 'homogeneous',
     'mmcv.cnn.bricks.drop.Dropout': 'homogeneous',
     'mmpretrain.models.utils.layer_scale.LayerScale': 'channel_scale',
@@ -93,16 +103,11 @@ _NAMED_KINDS = {
 #: every other module is traced through (its functional ops are followed).
 RULE_UNITS = ('conv', 'linear', 'batchnorm', 'layernorm', 'groupnorm',
               'layernorm2d', 'nonhomogeneous', 'channel_scale', 'attention',
-              'refused')
+              'roi_pool', 'refused')
 
-#: why a ``refused`` class has no rule
-REFUSED = {
-    'mmcv.ops.roi_align.RoIAlign': 'RoI pooling of widened features (proposal '
-    'boxes decoded from the RPN) has no IR rule',
-    'mmdet.models.roi_heads.roi_extractors.single_level_roi_extractor.'
-    'SingleRoIExtractor': 'pools widened FPN levels into a fixed-size RoI '
-    'tensor (its out_channels) with no IR rule',
-}
+#: why a ``refused`` class has no rule (none at present; the mechanism stays
+#: for classes that must be named rather than traced through)
+REFUSED = {}
 
 
 def qualname(module: nn.Module) -> str:

@@ -690,6 +690,8 @@ class _TeacherRun(_Recorder):
                               self.tags[id(x)])
                 rec.in_dim = None
         self.call_kwargs = kwargs
+        if kind == 'roi_pool':
+            self._roi_inputs(path, module, key, args, kwargs, rec)
         self.ctx.module_rule(self, rec, module, x, s_in)
         prev = self.ctx.records.get(path)
         if prev is not None and not _same_record(prev, rec):
@@ -723,6 +725,49 @@ class _TeacherRun(_Recorder):
             outs.append(t_val)
         structure = self.student.module_struct[key]
         return structure(outs)
+
+    def _roi_inputs(self, path, module, key, args, kwargs, rec):
+        """RoI pooling (``roi_pool``): every feature map it reads (the FPN
+        levels) must be in the layout of the first (joined when they are not:
+        one output layout for the pooled RoIs of all levels), and the boxes
+        (every input that is not a 4-D feature map) must be the student's
+        own, exactly (the planner fixes the spaces they are decoded from)."""
+        ins = _tensors((args, kwargs))
+        s_ins = self.student.module_in_all.get(key, [])
+        feats = []
+        for t, s in zip(ins, s_ins):
+            if s is None or not self.tagged(t):
+                continue
+            try:
+                d, lay = self.layout_of(t, s) if t.shape != s.shape or \
+                    not torch.equal(self.tags[id(t)], s) or not bool(
+                        (self.facs[id(t)] == 1).all()) else (None, None)
+            except PlanningError as e:
+                self.ctx.fail(path, type(module).__name__,
+                              f'an input of RoI pooling: {e}')
+                continue
+            if t.dim() == 4:
+                feats.append((t, d, lay))
+            elif lay is not None:
+                srcs = self.ctx.sources(self, t)
+                if not any(k[0] == 'module' for k in srcs):
+                    self.ctx.fail(path, type(module).__name__,
+                                  'its boxes differ from the student\'s and '
+                                  'come from no layer whose output can be '
+                                  'kept fixed')
+                self.ctx.flip(srcs, fixed=True)
+        if len(feats) > 1:
+            ref = feats[0]
+            if any(d != ref[1] or (lay is None) != (ref[2] is None) or (
+                    lay is not None and not lay.same(ref[2]))
+                    for _, d, lay in feats[1:]):
+                srcs = set()
+                for t, _, _ in feats:
+                    srcs |= self.ctx.sources(self, t)
+                if not self.ctx.join(srcs):
+                    self.ctx.fail(path, type(module).__name__,
+                                  'its feature levels are in different '
+                                  'layouts that no join makes equal')
 
     # -------------------------------------------------------------- functions
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -787,7 +832,8 @@ def _factor_tensor(lay: Layout, d: int, ndim: int, shape=None, like=None):
 
 # ------------------------------------------------------------------ planner
 _CHANNEL_DIM = {'conv': 1, 'linear': -1, 'batchnorm': 1, 'groupnorm': 1,
-                'layernorm': -1, 'layernorm2d': 1, 'attention': -1}
+                'layernorm': -1, 'layernorm2d': 1, 'attention': -1,
+                'roi_pool': 1}
 
 
 class _Planner:
@@ -1465,6 +1511,7 @@ def _student_run(student, inputs, forward_fn, origins):
     run.module_struct = {}
     run.module_origins = {}
     run.module_in_srcs = {}
+    run.module_in_all = {}
     handles = []
 
     def pre(path):
@@ -1480,8 +1527,15 @@ def _student_run(student, inputs, forward_fn, origins):
                 if ts:
                     run.ensure_param_tags(args, kwargs)
                     run.module_in[(path, call)] = run.tags.get(id(ts[0]))
-                    run.module_in_srcs[(path, call)] = run._in_srcs(args,
-                                                                   kwargs)
+                    run.module_in_all[(path, call)] = [
+                        run.tags.get(id(t)) for t in ts]
+                    if units[path] == 'roi_pool':  # the features, not boxes
+                        feats = [t for t in ts if t.dim() == 4]
+                        run.module_in_srcs[(path, call)] = run._in_srcs(
+                            feats, {})
+                    else:
+                        run.module_in_srcs[(path, call)] = run._in_srcs(
+                            args, kwargs)
             finally:
                 run.paused -= 1
             run.rule_depth += 1
@@ -1642,6 +1696,15 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
     for src, block in s_run.split_blocks.items():
         planner.flip({src}, block=block)
     s_out_tags = [s_run.tags.get(id(t)) for t in _tensors(s_outputs)]
+    # layers the forward declares output boundaries (outputs read by code
+    # that must see the student's values, e.g. an RPN's decoded proposals)
+    bounds = getattr(forward_fn, 'output_boundaries', None)
+    for path in (bounds(student) if bounds is not None else ()):
+        if path not in s_run.rule_paths or \
+                s_run.rule_paths[path] not in MIXING:
+            raise ValueError(f'output boundary {path!r} is not a conv / '
+                             'linear layer of the model')
+        planner.flip({('module', path)}, fixed=True)
     # the dims of the modules' output origins
     plan = LayoutPlan()
     error = None

@@ -86,7 +86,8 @@ class Builder:
                         (module, name))
 
     def set_param(self, module: nn.Module, name: str, path: str, pmap: ParamMap,
-                  student_value: torch.Tensor, noisy: bool = False):
+                  student_value: torch.Tensor, noisy: bool = False,
+                  in_dim: int = 1):
         value = pmap.expand(student_value.detach()).to(student_value.dtype)
         if isinstance(student_value, nn.Parameter):
             setattr(module, name, nn.Parameter(value, student_value.requires_grad))
@@ -96,8 +97,8 @@ class Builder:
         self.rules[full] = StateRule(full, full, None if pmap.identity else pmap,
                                      is_param=isinstance(student_value,
                                                          nn.Parameter))
-        if noisy:
-            self.noisy.append((path, name, pmap.dims.get(1)))
+        if noisy:  # (the input dim of a transposed conv's weight is 0)
+            self.noisy.append((path, name, pmap.dims.get(in_dim)))
 
     def skip(self, path, module, why):
         self.unsupported.append((path, type(module).__name__, why))
@@ -157,11 +158,19 @@ class Builder:
         if in_l.is_identity and out_l.is_identity:
             return
         groups = mod.groups if is_conv else 1
+        # ConvTranspose: weight (C_in, C_out / groups, k...), the same rule
+        # with dims 0 and 1 swapped
+        transposed = is_conv and bool(getattr(mod, 'transposed', False))
+        if transposed and groups > 1:
+            self.skip(path, mod, 'a grouped transposed conv has no rule')
+            return
         if groups > 1 and rec.in_layout is not None and rec.out_layout is None:
             return  # the planner found no teacher groups (a bad ratio)
+        out_d, in_d = (1, 0) if transposed else (0, 1)
         if groups == 1:
             n_in = in_l.counts()[in_l.index].double()
-            dims = {0: dimmap(out_l), 1: dimmap(in_l, 1.0 / (in_l.factor * n_in))}
+            dims = {out_d: dimmap(out_l),
+                    in_d: dimmap(in_l, 1.0 / (in_l.factor * n_in))}
             t_groups = 1
         else:
             found = self._grouped(path, mod, in_l, out_l)
@@ -170,7 +179,8 @@ class Builder:
             dims, t_groups = found
         new = copy.deepcopy(mod)
         w_map = ParamMap(dims, mod.weight.shape)
-        self.set_param(new, 'weight', path, w_map, mod.weight, noisy=True)
+        self.set_param(new, 'weight', path, w_map, mod.weight, noisy=True,
+                       in_dim=in_d)
         if mod.bias is not None:
             self.set_param(new, 'bias', path,
                            ParamMap({0: dimmap(out_l)}, mod.bias.shape), mod.bias)

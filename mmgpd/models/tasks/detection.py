@@ -1,4 +1,5 @@
-"""GPD on single-stage mmdet detectors (RetinaNet, FCOS, ATSS ...).
+"""GPD on mmdet detectors: single-stage (RetinaNet, FCOS, ATSS ...) and
+two-stage (Faster / Mask / Cascade R-CNN).
 
 Per model one pass gives everything GPD needs::
 
@@ -11,9 +12,16 @@ and the static teacher each run once per step. ``logits`` are the dense
 classification maps (one per level, (N, A·K, H_l, W_l)); ``feats`` the FPN
 levels (T_d's are C'-wide: the distiller folds them back to C).
 
-Two-stage detectors (RPN + RoI head) are refused by IR, which names what has
-no exact rule (RoIAlign, proposal decoding on the RPN's outputs).
+Two-stage detectors (RPN + RoI head, :func:`_two_stage_pass`): ``logits`` are
+the RPN's objectness maps (sigmoid: the dense KD of the gap term applies to
+them), ``feats`` the FPN levels, ``roi_logits`` the RoI class scores on the
+sampled RoIs; T_d replays the student's proposals, anchor / RoI assignments
+and samples, so both train their heads on the same RoIs.  For IR
+(:func:`_ir_forward`) the RPN's and RoI heads' prediction layers are output
+boundaries (:func:`output_boundaries`), RoI pooling is a carried unit
+(``reparam/kinds.py`` ``roi_pool``) and the RoI head is probed on fixed boxes.
 """
+import copy
 from typing import Dict, List
 
 import torch
@@ -65,6 +73,128 @@ def _dense_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
     return dict(feats=tuple(feats), logits=list(outs[0])), losses
 
 
+#: attribute of a batch's first data sample holding the student's proposals
+#: and sampled RoIs for the other models' passes on the same batch
+_SHARED = '_gpd_two_stage'
+
+
+class _Replay:
+    """Records the calls of a sampler's / assigner's ``method`` (the student's
+    pass) or replays the recorded results in the same order (the other
+    models' passes): every model trains its RPN and RoI heads on the
+    student's sampled anchors, proposals and RoIs, stage by stage."""
+
+    def __init__(self, log: list, replay: bool, where: str):
+        self.log, self.replay, self.where, self.k = log, replay, where, 0
+        self.patched = []
+
+    def patch(self, obj, method: str):
+        if obj is None:
+            return
+        for one in obj if isinstance(obj, (list, tuple)) else [obj]:
+            original = getattr(one, method)
+
+            def wrapped(*args, original=original, **kwargs):
+                if self.replay:
+                    if self.k >= len(self.log):
+                        raise RuntimeError(
+                            f'{self.where}: this model asks for more samples '
+                            f'than the student drew ({len(self.log)}): its '
+                            'RPN / RoI stages differ from the student\'s')
+                    out = self.log[self.k]
+                else:
+                    out = original(*args, **kwargs)
+                    self.log.append(out)
+                self.k += 1
+                return out
+            one.__dict__[method] = wrapped
+            self.patched.append((one, method))
+
+    def restore(self):
+        for one, method in self.patched:
+            one.__dict__.pop(method, None)
+
+
+def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
+                    with_loss: bool):
+    """One pass of a two-stage detector (mmdet's ``TwoStageDetector.loss``
+    with its RPN outputs and RoI class scores kept).
+
+    The first model to run on a batch (the student: ``GPD.loss`` runs it
+    first) decodes its proposals, assigns and samples anchors and RoIs as
+    mmdet does, and leaves them on the batch (:data:`_SHARED`); every later
+    model on the same batch (T_d) gets the same proposals and replays the
+    same assignments and samples, so its RPN and RoI losses (each cascade
+    stage included: a stage's RoIs are the student's) are computed on the
+    student's anchors and RoIs, and its RoI class scores line up with the
+    student's row by row.
+
+    Returns ``({'feats', 'logits', 'roi_logits'}, losses | None)``:
+    ``logits`` the RPN objectness maps (one per level, (N, A, H, W),
+    sigmoid), ``roi_logits`` the RoI class scores ((R, K + 1), softmax; one
+    per cascade stage) on the sampled RoIs (with a loss only).
+    """
+    from mmdet.models.utils import unpack_gt_instances
+    feats = det.extract_feat(inputs)
+    rpn_outs = det.rpn_head(feats)
+    out = dict(feats=tuple(feats), logits=list(rpn_outs[0]))
+    if not with_loss:
+        return out, None
+    gt, gt_ignore, metas = unpack_gt_instances(data_samples)
+    first = data_samples[0]
+    shared = first.__dict__.get(_SHARED)
+    if shared is not None and shared['inputs'] is not inputs:
+        shared = None  # left by an earlier step on these samples
+    replay = shared is not None
+    if not replay:
+        shared = dict(inputs=inputs, rpn=[], assign=[], sample=[])
+    rpn_gt = []
+    for inst in gt:
+        inst = inst.new()  # (fields of its own) the RPN is class-agnostic
+        inst.labels = torch.zeros_like(inst.labels)
+        rpn_gt.append(inst)
+    roi = det.roi_head
+    rpn_rec = _Replay(shared['rpn'], replay, 'rpn_head.sampler')
+    assign_rec = _Replay(shared['assign'], replay, 'roi_head.bbox_assigner')
+    sample_rec = _Replay(shared['sample'], replay, 'roi_head.bbox_sampler')
+    scores = []
+    bbox_loss = roi.bbox_loss
+
+    def record_scores(*args, **kwargs):
+        res = bbox_loss(*args, **kwargs)
+        scores.append(res['cls_score'])
+        return res
+    try:
+        rpn_rec.patch(getattr(det.rpn_head, 'sampler', None), 'sample')
+        assign_rec.patch(getattr(roi, 'bbox_assigner', None), 'assign')
+        sample_rec.patch(getattr(roi, 'bbox_sampler', None), 'sample')
+        roi.__dict__['bbox_loss'] = record_scores
+        losses = det.rpn_head.loss_by_feat(*rpn_outs, rpn_gt, metas, gt_ignore)
+        losses = {(f'rpn_{k}' if 'loss' in k and 'rpn' not in k else k): v
+                  for k, v in losses.items()}
+        if not replay:
+            cfg = det.train_cfg.get('rpn_proposal', det.test_cfg.rpn)
+            shared['proposals'] = det.rpn_head.predict_by_feat(
+                *rpn_outs, batch_img_metas=metas, cfg=cfg)
+            first.__dict__[_SHARED] = shared
+        # roi_head.loss renames the proposals' boxes in place: a copy each
+        proposals = [p.new() for p in shared["proposals"]]
+        losses.update(roi.loss(feats, proposals, data_samples))
+    finally:
+        roi.__dict__.pop('bbox_loss', None)
+        for rec in (rpn_rec, assign_rec, sample_rec):
+            rec.restore()
+    if replay and sample_rec.k != len(shared['sample']):
+        raise RuntimeError('roi_head: this model sampled RoIs '
+                           f'{sample_rec.k} times, the student '
+                           f'{len(shared["sample"])}')
+    out['roi_logits'] = scores
+    # per-level lists -> one scalar each (what mmengine's parse_losses does)
+    losses = {k: sum(x.mean() for x in v) if isinstance(v, (list, tuple))
+              else v for k, v in losses.items()}
+    return out, losses
+
+
 def _probe_samples(inputs: torch.Tensor):
     from mmdet.structures import DetDataSample
     h, w = inputs.shape[-2:]
@@ -73,10 +203,68 @@ def _probe_samples(inputs: torch.Tensor):
     return [DetDataSample(metainfo=meta) for _ in range(inputs.shape[0])]
 
 
+def _probe_proposals(inputs: torch.Tensor, per_image: int = 27):
+    """Fixed boxes for IR's probe (a two-stage detector's RoI head): per
+    image, 3 sizes (25 %, 50 %, 90 % of the image) centred on a 3×3 grid
+    (shifted by the image's index), clipped; ``InstanceData(bboxes)``."""
+    from mmengine.structures import InstanceData
+    h, w = inputs.shape[-2:]
+    out = []
+    for i in range(inputs.shape[0]):
+        boxes = []
+        for size in (0.25, 0.5, 0.9):
+            for cy in (0.25, 0.5, 0.75):
+                for cx in (0.25, 0.5, 0.75):
+                    x0, y0 = (cx + 0.03 * i) * w, (cy + 0.02 * i) * h
+                    bw, bh = size * w / 2, size * h / 2
+                    boxes.append([max(x0 - bw, 0.0), max(y0 - bh, 0.0),
+                                  min(x0 + bw, w - 1.0), min(y0 + bh, h - 1.0)])
+        out.append(InstanceData(
+            bboxes=torch.tensor(boxes[:per_image], dtype=inputs.dtype,
+                                device=inputs.device)))
+    return out
+
+
 def _ir_forward(model: nn.Module, inputs: torch.Tensor):
-    """Raw outputs for IR's trace and self-check (``mode='tensor'``, with the
-    image metas a two-stage detector's RPN needs)."""
-    return model(inputs, _probe_samples(inputs), mode='tensor')
+    """Raw outputs for IR's trace and self-check (``mode='tensor'``).
+
+    A two-stage detector gives its RPN's maps (objectness scores, box deltas:
+    one per level), then its RoI head's raw outputs (class scores, box
+    deltas[, mask logits]) on fixed probe boxes (:func:`_probe_proposals`):
+    T_d and S see the same RoIs by construction.  (Proposals decoded by each
+    model from its own RPN maps, equal to 1e-6, can differ where scores
+    nearly tie — top-k, NMS — so the self-check does not compare those;
+    training gives T_d the student's proposals and sampled RoIs.)"""
+    samples = _probe_samples(inputs)
+    if getattr(model, 'roi_head', None) is None:
+        return model(inputs, samples, mode='tensor')
+    feats = model.extract_feat(inputs)
+    rpn_outs = model.rpn_head(feats)
+    return rpn_outs, model.roi_head.forward(feats, _probe_proposals(inputs),
+                                            samples)
+
+
+def output_boundaries(model: nn.Module) -> List[str]:
+    """Paths of a two-stage detector's prediction layers: the RPN's
+    objectness / delta convs (its proposals are decoded from them: the
+    teacher must decode the student's), every RoI bbox head's class / delta
+    layers (a cascade refines its RoIs with them) and the mask logits.  IR
+    keeps their outputs fixed (the student's width and values)."""
+    if getattr(model, 'roi_head', None) is None:
+        return []
+    names = ('rpn_cls', 'rpn_reg', 'conv_cls', 'conv_reg', 'fc_cls', 'fc_reg',
+             'conv_logits')
+    out = []
+    for path, module in model.named_modules():
+        if not (path.startswith('rpn_head.') or path.startswith('roi_head.')):
+            continue
+        if path.rpartition('.')[2] in names and isinstance(
+                module, (nn.Conv2d, nn.Linear)):
+            out.append(path)
+    return out
+
+
+_ir_forward.output_boundaries = output_boundaries
 
 
 class DetectionTask(Task):
@@ -97,7 +285,7 @@ class DetectionTask(Task):
     @staticmethod
     def check_student(student: nn.Module) -> None:
         if getattr(student, 'roi_head', None) is not None:
-            return  # IR refuses it with the modules it cannot widen
+            return  # two-stage: RPN (sigmoid) + RoI head (see _two_stage_pass)
         head = _head(student)
         if not getattr(head, 'use_sigmoid_cls', True):
             raise ValueError(
@@ -138,7 +326,9 @@ class DetectionTask(Task):
         ``feats``; always given — they need no hook, so callers holding the
         ``{}`` of :meth:`tap_paths` get them too) and ``'logits'`` (the dense
         classification maps)."""
-        out, losses = call(model, _dense_pass, inputs, data_samples, with_loss)
+        two_stage = getattr(template(model), 'roi_head', None) is not None
+        out, losses = call(model, _two_stage_pass if two_stage else
+                           _dense_pass, inputs, data_samples, with_loss)
         names = [n for n in taps if n != 'logits']
         DetectionTask.tap_paths(model, names)
         for level, feat in enumerate(out['feats']):
