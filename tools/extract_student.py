@@ -126,10 +126,16 @@ def extract(args):
         rebuilt.eval()
         probe = default_probe_inputs(rebuilt,
                                      generator=torch.Generator().manual_seed(0))
+        forward = default_forward
+        if getattr(rebuilt, 'roi_head', None) is not None:
+            # a two-stage detector: RPN maps + RoI head on fixed probe boxes
+            from mmgpd.models.tasks.detection import _ir_forward as forward
+        view = reference_view(algorithm, args.source)
         with torch.no_grad():
             dev = max_relative_deviation(
-                default_forward(rebuilt, probe),
-                default_forward(reference_view(algorithm, args.source), probe))
+                forward(rebuilt, probe),
+                view.call(forward, probe) if forward is not default_forward
+                and hasattr(view, 'call') else forward(view, probe))
         if not dev <= args.tol:
             raise ExtractionError(
                 f'the written student deviates from the checkpoint\'s student '

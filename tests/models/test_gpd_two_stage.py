@@ -203,7 +203,7 @@ def test_the_roi_features_flattened_for_the_shared_fcs_are_planned_per_column():
 # --------------------------------------------------------------------------- #
 # The training pass: the same proposals and sampled RoIs for S and T_d
 # --------------------------------------------------------------------------- #
-def _gpd(name):
+def _gpd(name, **distiller):
     """GPD (hard strategy, r = 2, no noise, no static teacher) around mmdet's
     config ``name`` with an R18-FPN backbone (by ``depth``), 4 classes."""
     from mmengine.config import Config
@@ -224,7 +224,7 @@ def _gpd(name):
     if 'mask_head' in arch.roi_head:
         arch.roi_head.mask_head.num_classes = 4
     model.architecture = arch
-    model.distiller.update(noise=0.0)
+    model.distiller.update(noise=0.0, **distiller)
     torch.manual_seed(0)
     return MODELS.build(model)
 
@@ -345,3 +345,45 @@ def test_transposed_conv_rule_by_hand(ratio):
     assert not torch.allclose(noisy[2].weight, up.weight)
     with torch.no_grad():
         assert rel(noisy(y), net(y)) <= 1e-5
+
+
+def test_roi_gap_term_by_hand():
+    """``roi_gap_loss``: softmax KD sg(T_d) -> S on each cascade stage's RoI
+    class scores, summed: T²·KL(softmax(t/T) || softmax(s/T)) averaged over
+    RoIs, hand-computed; no gradient into T_d's scores."""
+    from mmgpd.registry import MODELS
+    init_default_scope('mmgpd')
+    distiller = MODELS.build(dict(
+        type='mmgpd.GPDDistiller', gap_loss=None,
+        roi_gap_loss=dict(type='mmgpd.KDLoss', temperature=2.0)))
+    g = torch.Generator().manual_seed(0)
+    s = [torch.randn(6, 5, generator=g, requires_grad=True) for _ in range(2)]
+    t = [torch.randn(6, 5, generator=g, requires_grad=True) for _ in range(2)]
+    out = distiller.loss({'student': dict(logits=[], roi_logits=s),
+                          'dynamic_teacher': dict(logits=[], roi_logits=t)}, {})
+    expect = 0.0
+    for a, b in zip(s, t):
+        p, q = torch.softmax(b / 2, 1), torch.softmax(a / 2, 1)
+        expect = expect + 4 * (p * (p.log() - q.log())).sum(1).mean()
+    torch.testing.assert_close(out['loss_gap_roi'], expect)
+    out['loss_gap_roi'].backward()
+    assert all(x.grad is None for x in t) and all(x.grad is not None for x in s)
+    with pytest.raises(ValueError, match='roi_gap_loss'):
+        distiller.loss({'student': dict(logits=[]),
+                        'dynamic_teacher': dict(logits=[])}, {})
+
+
+def test_roi_gap_term_in_training_is_zero_at_init_and_not_after():
+    """Through GPD.loss on Faster R-CNN: ``loss_gap_roi`` is ~0 at init (same
+    RoIs, T_d = S) and positive once T_d's replicas of the second shared FC
+    move (S, read from the first replicas by CBR, does not)."""
+    model = _gpd('faster', roi_gap_loss=dict(type='mmgpd.KDLoss')).train()
+    x, samples = _batch()
+    losses = model.loss(x, samples)
+    assert losses['loss_gap_roi'].item() < 1e-8
+    with torch.no_grad():
+        fc = model.dynamic_teacher.roi_head.bbox_head.shared_fcs[1]
+        fc.weight[:, 1024:] += 0.05 * torch.randn(2048, 1024)
+    x, samples = _batch()
+    losses = model.loss(x, samples)
+    assert losses['loss_gap_roi'].item() > 1e-4

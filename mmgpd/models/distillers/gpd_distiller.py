@@ -77,6 +77,14 @@ class GPDDistiller(BaseModule):
             into: ``'student'``, ``'dynamic_teacher'``. Defaults to both.
         gap_loss (dict, optional): The T_d → S term on ``sg(T_d)`` logits.
             Defaults to ``SoftTargetCrossEntropy(smoothing=0.1)`` with weight 3.
+        roi_gap_loss (dict, optional): Two-stage detectors: the T_d → S term on
+            the RoI class scores (``outputs[...]['roi_logits']``: softmax over
+            K + 1 on the student's sampled RoIs, which T_d replays; one per
+            cascade stage, summed), e.g. ``dict(type='mmgpd.KDLoss')``; the
+            gap term proper (``gap_loss``) then acts on the RPN's objectness
+            maps. Reconstructed from the paper's description (GPD's gap term
+            is on the classifier's logits; it is silent on two-stage
+            detectors). Defaults to None (no RoI term).
         feat_loss (dict, optional): Feature distillation on the models'
             ``feats`` (detectors: the FPN levels), T_d → S and, with a static
             teacher, T_s → S and T_s → T_d (``kd_targets``). Defaults to None.
@@ -116,6 +124,7 @@ class GPDDistiller(BaseModule):
                      loss_weight=3.0),
                  feat_loss: Optional[dict] = None,
                  enable_dynamic_teacher: bool = True,
+                 roi_gap_loss: Optional[dict] = None,
                  method: Optional[Union[dict, List[dict]]] = None,
                  taps: Optional[Dict[str, Dict[str, str]]] = None,
                  fold_dynamic_teacher_taps: bool = False,
@@ -137,6 +146,7 @@ class GPDDistiller(BaseModule):
         self.kd_targets = tuple(kd_targets)
         self.gap_loss = _build_loss(gap_loss, 'gap_loss')
         self.feat_loss = _build_loss(feat_loss, 'feat_loss')
+        self.roi_gap_loss = _build_loss(roi_gap_loss, 'roi_gap_loss')
         self.enable_dynamic_teacher = enable_dynamic_teacher
         self._gpd_enabled = enable_dynamic_teacher
         self.dynamic_teacher = None
@@ -297,6 +307,16 @@ class GPDDistiller(BaseModule):
         if self.gap_loss is not None and 'dynamic_teacher' in logits:
             out['loss_gap'] = self.gap_loss(
                 logits['student'], _detach(logits['dynamic_teacher']), gt)
+        if self.roi_gap_loss is not None and 'dynamic_teacher' in outputs:
+            s_roi = outputs['student'].get('roi_logits')
+            t_roi = outputs['dynamic_teacher'].get('roi_logits')
+            if s_roi is None or t_roi is None:
+                raise ValueError('model.distiller.roi_gap_loss: the models give '
+                                 'no RoI class scores (two-stage detectors '
+                                 'only)')
+            out['loss_gap_roi'] = sum(
+                self.roi_gap_loss(s, _detach(t), None)
+                for s, t in zip(s_roi, t_roi))
         if self.feat_loss is not None:
             out.update(self._feature_terms(outputs))
         if len(self.methods) and static:
