@@ -387,3 +387,80 @@ def test_roi_gap_term_in_training_is_zero_at_init_and_not_after():
     x, samples = _batch()
     losses = model.loss(x, samples)
     assert losses['loss_gap_roi'].item() > 1e-4
+
+
+def _faster_cfg(depth, num_classes=4):
+    cfg = _no_download(copy.deepcopy(get_config(f'mmdet::{CONFIGS["faster"]}').model))
+    cfg.backbone.depth = depth
+    if depth < 50:
+        cfg.neck.in_channels = [64, 128, 256, 512]
+    cfg.roi_head.bbox_head.num_classes = num_classes
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def faster_r50_ckpt(tmp_path_factory):
+    """A (random-init) Faster R-CNN R50-FPN checkpoint: the static teacher."""
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    torch.manual_seed(1)
+    teacher = MODELS.build(_faster_cfg(50))
+    teacher.init_weights()
+    path = tmp_path_factory.mktemp('t_s') / 'faster_r50.pth'
+    torch.save({'state_dict': teacher.state_dict()}, path)
+    return str(path)
+
+
+def _gpd_with_static_teacher(ckpt, teacher_classes=4):
+    from mmengine.config import Config
+
+    from mmgpd.registry import MODELS
+    from ..conftest import REPO_ROOT
+    import os.path as osp
+    cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs/gpd_det/retinanet_r18_fpn_1x_coco.py'))
+    init_default_scope(cfg.default_scope)
+    model = copy.deepcopy(cfg.model)
+    model.architecture = _faster_cfg(18)
+    model.teacher = _faster_cfg(50, teacher_classes)
+    model.teacher_ckpt = ckpt
+    model.distiller.update(
+        noise=0.0, kd_loss=dict(type='mmgpd.DenseKDLoss'),
+        roi_gap_loss=dict(type='mmgpd.KDLoss'),
+        roi_kd_loss=dict(type='mmgpd.KDLoss'))
+    torch.manual_seed(0)
+    return MODELS.build(model)
+
+
+def test_static_two_stage_teacher_distils_on_the_students_rois(faster_r50_ckpt):
+    """A Faster R-CNN R50 static teacher: RPN objectness dense KD, FPN
+    feature terms and RoI softmax KD on the student's sampled RoIs (T_s's
+    scores row by row on the same RoIs) into S and T_d; no gradient into T_s."""
+    from mmgpd.models.tasks.detection import DetectionTask
+    model = _gpd_with_static_teacher(faster_r50_ckpt).train()
+    x, samples = _batch()
+    out_s, _ = DetectionTask.outputs(model.student, x, samples)
+    out_t, _ = DetectionTask.outputs(model.teacher, x, samples,
+                                     with_loss=False)
+    assert out_t['roi_logits'][0].shape == out_s['roi_logits'][0].shape
+    x, samples = _batch()
+    losses = model.loss(x, samples)
+    for key in ('loss_kd_static_to_student', 'loss_kd_static_to_dynamic_teacher',
+                'loss_kd_roi_static_to_student',
+                'loss_kd_roi_static_to_dynamic_teacher',
+                'loss_feat_static_to_student', 'loss_gap_roi'):
+        assert key in losses, key
+    assert losses['loss_kd_roi_static_to_student'].item() > 1e-6
+    torch.testing.assert_close(losses['loss_kd_roi_static_to_student'],
+                               losses['loss_kd_roi_static_to_dynamic_teacher'],
+                               rtol=1e-4, atol=1e-7)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_static_teacher_of_other_classes_is_refused_for_two_stage(
+        faster_r50_ckpt):
+    with pytest.raises(ValueError, match=r'model\.teacher\.rpn_head / roi_head'
+                       r'.*num_classes 80 vs 4'):
+        _gpd_with_static_teacher(faster_r50_ckpt, teacher_classes=80)

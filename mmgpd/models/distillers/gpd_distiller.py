@@ -85,6 +85,10 @@ class GPDDistiller(BaseModule):
             maps. Reconstructed from the paper's description (GPD's gap term
             is on the classifier's logits; it is silent on two-stage
             detectors). Defaults to None (no RoI term).
+        roi_kd_loss (dict, optional): Two-stage detectors with a static
+            teacher: KD T_s → S / T_d (``kd_targets``) on the RoI class scores,
+            T_s run on the student's sampled RoIs (``kd_loss`` then acts on
+            the RPN's objectness maps). Defaults to None.
         feat_loss (dict, optional): Feature distillation on the models'
             ``feats`` (detectors: the FPN levels), T_d → S and, with a static
             teacher, T_s → S and T_s → T_d (``kd_targets``). Defaults to None.
@@ -125,6 +129,7 @@ class GPDDistiller(BaseModule):
                  feat_loss: Optional[dict] = None,
                  enable_dynamic_teacher: bool = True,
                  roi_gap_loss: Optional[dict] = None,
+                 roi_kd_loss: Optional[dict] = None,
                  method: Optional[Union[dict, List[dict]]] = None,
                  taps: Optional[Dict[str, Dict[str, str]]] = None,
                  fold_dynamic_teacher_taps: bool = False,
@@ -147,6 +152,7 @@ class GPDDistiller(BaseModule):
         self.gap_loss = _build_loss(gap_loss, 'gap_loss')
         self.feat_loss = _build_loss(feat_loss, 'feat_loss')
         self.roi_gap_loss = _build_loss(roi_gap_loss, 'roi_gap_loss')
+        self.roi_kd_loss = _build_loss(roi_kd_loss, 'roi_kd_loss')
         self.enable_dynamic_teacher = enable_dynamic_teacher
         self._gpd_enabled = enable_dynamic_teacher
         self.dynamic_teacher = None
@@ -177,7 +183,7 @@ class GPDDistiller(BaseModule):
     def uses_static_teacher(self) -> bool:
         """Whether any term reads the static teacher's outputs."""
         return self.kd_loss is not None or self.feat_loss is not None or \
-            len(self.methods) > 0
+            self.roi_kd_loss is not None or len(self.methods) > 0
 
     # ------------------------------------------------------------- methods
     def methods_of(self, target: str) -> List[nn.Module]:
@@ -317,6 +323,20 @@ class GPDDistiller(BaseModule):
             out['loss_gap_roi'] = sum(
                 self.roi_gap_loss(s, _detach(t), None)
                 for s, t in zip(s_roi, t_roi))
+        if self.roi_kd_loss is not None and static:
+            t_roi = outputs['static_teacher'].get('roi_logits')
+            for name in self.kd_targets:
+                if name not in outputs:
+                    continue
+                s_roi = outputs[name].get('roi_logits')
+                if s_roi is None or t_roi is None or len(s_roi) != len(t_roi):
+                    raise ValueError(
+                        'model.distiller.roi_kd_loss: RoI class scores of '
+                        f'{name} and the static teacher on the same RoIs are '
+                        'needed (two-stage detectors with as many stages)')
+                out[f'loss_kd_roi_static_to_{name}'] = sum(
+                    self.roi_kd_loss(a, _detach(b), None)
+                    for a, b in zip(s_roi, t_roi))
         if self.feat_loss is not None:
             out.update(self._feature_terms(outputs))
         if len(self.methods) and static:

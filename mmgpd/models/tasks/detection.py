@@ -139,6 +139,10 @@ def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
     rpn_outs = det.rpn_head(feats)
     out = dict(feats=tuple(feats), logits=list(rpn_outs[0]))
     if not with_loss:
+        if data_samples:  # (a static teacher) on the student's RoIs, if any
+            scores = _scores_on_shared_rois(det, feats, inputs, data_samples)
+            if scores is not None:
+                out['roi_logits'] = scores
         return out, None
     gt, gt_ignore, metas = unpack_gt_instances(data_samples)
     first = data_samples[0]
@@ -195,6 +199,30 @@ def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
     return out, losses
 
 
+def _scores_on_shared_rois(det, feats, inputs, data_samples):
+    """RoI class scores of ``det`` on the RoIs the student sampled from this
+    batch (one tensor per stage; None when the student has not run on it or
+    its stages differ from ``det``'s): a static teacher's targets for the
+    student's RoIs."""
+    from mmdet.structures.bbox import bbox2roi
+    shared = data_samples[0].__dict__.get(_SHARED)
+    if shared is None or shared['inputs'] is not inputs:
+        return None
+    roi = det.roi_head
+    stages = getattr(roi, 'num_stages', None)
+    num = len(data_samples)
+    if len(shared['sample']) != num * (stages or 1):
+        return None
+    scores = []
+    for stage in range(stages or 1):
+        res = shared['sample'][stage * num:(stage + 1) * num]
+        rois = bbox2roi([r.priors for r in res])
+        out = roi._bbox_forward(feats, rois) if stages is None else \
+            roi._bbox_forward(stage, feats, rois)
+        scores.append(out['cls_score'])
+    return scores
+
+
 def _probe_samples(inputs: torch.Tensor):
     from mmdet.structures import DetDataSample
     h, w = inputs.shape[-2:]
@@ -240,8 +268,20 @@ def _ir_forward(model: nn.Module, inputs: torch.Tensor):
         return model(inputs, samples, mode='tensor')
     feats = model.extract_feat(inputs)
     rpn_outs = model.rpn_head(feats)
-    return rpn_outs, model.roi_head.forward(feats, _probe_proposals(inputs),
-                                            samples)
+    roi = model.roi_head
+    if getattr(roi, 'num_stages', None) is None:
+        return rpn_outs, roi.forward(feats, _probe_proposals(inputs), samples)
+    # a cascade: every stage on the same probe RoIs (a stage's own RoIs are
+    # the previous stage's refined boxes, which 1e-6 apart would move)
+    from mmdet.structures.bbox import bbox2roi
+    rois = bbox2roi([p.bboxes for p in _probe_proposals(inputs)])
+    outs = []
+    for stage in range(roi.num_stages):
+        res = roi._bbox_forward(stage, feats, rois)
+        outs += [res['cls_score'], res['bbox_pred']]
+        if getattr(roi, 'with_mask', False):
+            outs.append(roi._mask_forward(stage, feats, rois)['mask_preds'])
+    return rpn_outs, tuple(outs)
 
 
 def output_boundaries(model: nn.Module) -> List[str]:
@@ -305,7 +345,11 @@ class DetectionTask(Task):
 
     @staticmethod
     def check_teacher_model(teacher: nn.Module, student: nn.Module) -> None:
-        """The static teacher's dense maps must line up with the student's."""
+        """The static teacher's dense maps must line up with the student's
+        (two-stage: its RPN's anchors / strides and its RoI classes)."""
+        if getattr(template(student), 'roi_head', None) is not None:
+            DetectionTask._check_two_stage_teacher(teacher, template(student))
+            return
         t = _layout(_head(teacher, 'model.teacher'))
         s = _layout(_head(student))
         diff = {k: (t[k], s[k]) for k in t if t[k] != s[k]}
@@ -316,6 +360,29 @@ class DetectionTask(Task):
                 f'model.architecture.bbox_head ({what}; teacher vs student): '
                 'the static teacher must detect the same classes with the same '
                 'priors and strides')
+
+    @staticmethod
+    def _check_two_stage_teacher(teacher: nn.Module, student: nn.Module):
+        if getattr(teacher, 'roi_head', None) is None:
+            raise ValueError(
+                f'model.teacher builds {type(teacher).__name__}: a two-stage '
+                'student needs a two-stage static teacher (RPN + RoI head)')
+        t, s = _layout(teacher.rpn_head), _layout(student.rpn_head)
+        diff = {k: (t[k], s[k]) for k in ('num_base_priors', 'strides')
+                if t[k] != s[k]}
+
+        def classes(det):
+            head = det.roi_head.bbox_head
+            head = head[-1] if isinstance(head, nn.ModuleList) else head
+            return head.num_classes
+        if classes(teacher) != classes(student):
+            diff['num_classes'] = (classes(teacher), classes(student))
+        if diff:
+            what = ', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())
+            raise ValueError(
+                'model.teacher.rpn_head / roi_head do not match the student\'s '
+                f'model.architecture ({what}; teacher vs student): the static '
+                'teacher must detect the same classes with the same anchors')
 
     # ------------------------------------------------------------ training
     @staticmethod
