@@ -464,3 +464,53 @@ def test_static_teacher_of_other_classes_is_refused_for_two_stage(
     with pytest.raises(ValueError, match=r'model\.teacher\.rpn_head / roi_head'
                        r'.*num_classes 80 vs 4'):
         _gpd_with_static_teacher(faster_r50_ckpt, teacher_classes=80)
+
+
+# --------------------------------------------------------------------------- #
+# COCO configs
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize('name,kind,url_part', [
+    ('faster-rcnn_r18_fpn_1x_coco', 'FasterRCNN',
+     'faster_rcnn_r50_fpn_1x_coco_20200130-047c8118.pth'),
+    ('mask-rcnn_r18_fpn_1x_coco', 'MaskRCNN',
+     'mask_rcnn_r50_fpn_1x_coco_20200205-d4b0c5d6.pth'),
+    ('faster-rcnn_r18_fpn_1x_coco_scratch', 'FasterRCNN', None)])
+def test_coco_two_stage_configs(name, kind, url_part):
+    """The COCO configs inherit mmdet's: R18-FPN student (ImageNet weights),
+    mmdet's R50-FPN as static teacher (its released checkpoint) or none
+    (GPD*); built without downloads (4 classes), GPD's IR self-check passes
+    and T_d's RPN maps and RoI outputs equal the student view's."""
+    from mmengine.config import Config
+
+    from mmgpd.models.tasks.detection import _ir_forward
+    from mmgpd.registry import MODELS
+    from ..conftest import REPO_ROOT
+    import os.path as osp
+    cfg = Config.fromfile(osp.join(REPO_ROOT, f'configs/gpd_det/{name}.py'))
+    arch = cfg.model.architecture
+    assert arch.type == kind and arch.backbone.depth == 18
+    assert arch.backbone.init_cfg.checkpoint == 'torchvision://resnet18'
+    assert cfg.model.distiller.roi_gap_loss.type == 'mmgpd.KDLoss'
+    if url_part is None:
+        assert cfg.model.teacher is None and cfg.model.distiller.kd_loss is None
+    else:
+        assert cfg.model.teacher.type == kind
+        assert cfg.model.teacher.backbone.depth == 50
+        assert cfg.model.teacher_ckpt.endswith(url_part)
+        assert cfg.model.distiller.roi_kd_loss.type == 'mmgpd.KDLoss'
+    init_default_scope(cfg.default_scope)
+    model = copy.deepcopy(cfg.model)
+    model.teacher = model.teacher_ckpt = None
+    model.distiller.update(kd_loss=None, roi_kd_loss=None, noise=0.0)
+    _no_download(model.architecture)
+    model.architecture.roi_head.bbox_head.num_classes = 4
+    if 'mask_head' in model.architecture.roi_head:
+        model.architecture.roi_head.mask_head.num_classes = 4
+    torch.manual_seed(0)
+    gpd = MODELS.build(model).eval()
+    assert gpd.dynamic_teacher.gpd_plan.ir_deviation <= 1e-5
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        s = tree_flatten(gpd.student.call(_ir_forward, x))[0]
+        t = tree_flatten(_ir_forward(gpd.dynamic_teacher, x))[0]
+    assert max(rel(b, a) for a, b in zip(s, t)) <= 1e-5
