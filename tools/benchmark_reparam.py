@@ -87,6 +87,8 @@ def main():
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--ratio', type=float, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--ir-repeats', type=int, default=3,
+                        help='timed IR builds per model and branch setting')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
                         else 'cpu')
     parser.add_argument('--out', help='also write the figures as JSON here')
@@ -123,7 +125,7 @@ def _bench_model(name, x, y, device, args, results):
     for branches in (None, True):
         t_ir, _ = timed(lambda: inverse_reparameterize(
             student, args.ratio, branches=branches,
-            example_inputs=x[:2]), device, 3, warmup=0)
+            example_inputs=x[:2]), device, args.ir_repeats, warmup=0)
         teacher = inverse_reparameterize(student, args.ratio, branches=branches,
                                          example_inputs=x[:2]).to(device)
         params = [p for p in teacher.parameters()]
