@@ -7,7 +7,12 @@ Runs, in this order, each in this process with its own ``main(argv)``:
    refused (also writes ``<out-dir>/coverage.md``);
 3. :mod:`benchmarks.cost` — time and memory per training step;
 4. :mod:`benchmarks.accuracy` — GPD vs student / KD / DKD on digits (full and
-   10 % training labels, 5 seeds) and the gap plots;
+   10 % training labels, 8 seeds) and the gap plots;
+5. :mod:`benchmarks.capacity_gap` — does the gap matter? A narrow student's
+   accuracy against the static teacher's size (four teachers) for every
+   method alone and + GPD, GPD* at four ratios, 3-5 seeds per cell, both
+   regimes; the table, the plot, the gap curves and the papers' claims judged
+   from the data (also ``capacity_gap.md`` / ``capacity_gap_claims.md``);
 
 then writes ``<out-dir>/bench.md`` and ``<out-dir>/bench.json`` (atomically),
 with the date, the machine (CPU model, cores, torch version) and the wall time
@@ -16,7 +21,8 @@ of each part, prints the tables and, for a full run into the default
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->``) from ``bench.md``.
 
     python -m benchmarks.run_all [--quick] [--out-dir results] [--device cpu]
-        [--jobs 2] [--parts exactness coverage cost accuracy] [--no-readme]
+        [--jobs 2] [--parts exactness coverage cost accuracy capacity_gap]
+        [--no-readme]
     python -m benchmarks.run_all --readme-only     # README block from results/bench.md
 
 ``--quick`` (smoke test, a few minutes) writes into a fresh temporary directory
@@ -40,14 +46,16 @@ from mmgpd.utils.fileio import atomic_write_text
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS_DIR = osp.join(ROOT, 'results')
 README = osp.join(ROOT, 'README.md')
-PARTS = ('exactness', 'coverage', 'cost', 'accuracy')
+PARTS = ('exactness', 'coverage', 'cost', 'accuracy', 'capacity_gap')
 BEGIN, END = '<!-- bench:begin -->', '<!-- bench:end -->'
 
 TITLES = dict(
     exactness='Exactness of IR and CBR (fp32)',
     coverage='IR coverage of the mmpretrain zoo (one small arch per backbone)',
     cost='Cost per training step',
-    accuracy='Accuracy on real data: scikit-learn digits')
+    accuracy='Accuracy on real data: scikit-learn digits',
+    capacity_gap='Does the gap matter? Student accuracy against teacher size '
+    '(digits)')
 
 #: The paper's numbers (ImageNet-1k top-1 %, Guo et al., ICLR 2025, Tables 1-3;
 #: ../shared/reference): (setting, baseline name, baseline, GPD name, GPD).
@@ -88,6 +96,12 @@ def part_argv(name: str, args, out_dir: str) -> list:
             ROOT, 'work_dirs', 'bench',
             'accuracy_quick' if args.quick else 'accuracy')
         argv += ['--work-dir', work, '--plot-dir', out_dir,
+                 '--jobs', str(args.jobs)]
+    elif name == 'capacity_gap':
+        work = args.capacity_work_dir or osp.join(
+            ROOT, 'work_dirs', 'bench',
+            'capacity_gap_quick' if args.quick else 'capacity_gap')
+        argv += ['--work-dir', work, '--out-dir', out_dir,
                  '--jobs', str(args.jobs)]
     elif name == 'coverage':  # coverage.md beside coverage.json
         argv += ['--device', args.device, '--out-dir', out_dir]
@@ -150,6 +164,8 @@ def render_markdown(parts, info, total_s, quick, out_dir) -> str:
         res = p['result']
         if p['name'] == 'accuracy':
             lines += accuracy_preamble(res)
+        elif p['name'] == 'capacity_gap':
+            lines += capacity_gap_preamble(res)
         lines.append(_table(res).strip())
         for png in (res.get('plots') or []) if isinstance(res, dict) else []:
             rel = osp.relpath(png, out_dir)
@@ -181,6 +197,34 @@ def accuracy_preamble(res: dict) -> list:
         '']
 
 
+def capacity_gap_preamble(res: dict) -> list:
+    """How the capacity-gap tables were measured (from its own settings)."""
+    s = res.get('settings', {})
+    regimes = s.get('regimes', {})
+    epochs = ', '.join(f'{k} {v["epochs"]}' for k, v in regimes.items())
+    st = s.get('student', {})
+    agree = ('equals the run\'s own student accuracy for every run' if
+             res.get('all_extracted_agree') else '**does NOT equal the run\'s '
+             'own student accuracy for some runs (see bench.json)**')
+    return [
+        f'* data: {s.get("dataset", "digits")}, {s.get("resolution")}×'
+        f'{s.get("resolution")} images, both regimes of the accuracy part;',
+        f'* student: ResNet_CIFAR-{st.get("depth")} of width '
+        f'{st.get("width")}; static teachers: '
+        + ', '.join(f'{k} (ResNet_CIFAR-{d}, width {w})'
+                    for k, (d, w) in s.get('teachers', {}).items())
+        + ', each trained once per regime (seed '
+        f'{s.get("teacher_seed")}); every method is its unchanged '
+        '`configs/bench/` config with the architectures as `--cfg-options`;',
+        f'* schedule: {s.get("schedule")}; epochs: {epochs}; the last '
+        'partial batch dropped; the same for every method of a regime;',
+        f'* seeds: {s.get("seeds")} per cell, {s.get("decisive_seeds")} in '
+        'the cells a single-comparison claim rests on ('
+        + ', '.join(s.get('decisive_cells', [])) + ');',
+        f'* accuracy: {s.get("accuracy")}; the plain test {agree}.',
+        '']
+
+
 def _minutes(seconds: float) -> str:
     seconds = int(round(seconds))
     return f'{seconds // 60} min {seconds % 60:02d} s'
@@ -205,9 +249,10 @@ def readme_block(bench_md, bench_dir_rel='results') -> str:
            'ImageNet-1k; **not reproduced here**, no ImageNet training on this '
            'machine):', '', paper_table(), '']
     if bench_md is None:
-        out += ['Measured here: nothing yet. `make bench` (about an hour on 2 '
-                'CPU cores) writes `results/bench.md` / `results/bench.json` '
-                'and the gap plots, and regenerates this section.', '']
+        out += ['Measured here: nothing yet. `make bench` (about two hours '
+                'on 2 CPU cores) writes `results/bench.md` / '
+                '`results/bench.json` and the plots, and regenerates this '
+                'section.', '']
         return '\n'.join(out)
     out += [f'Measured here by `make bench` (`{bench_dir_rel}/bench.md`, '
             f'`{bench_dir_rel}/bench.json`; regenerated by '
@@ -271,10 +316,14 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
                         help='device of the exactness, coverage and cost parts')
     parser.add_argument('--jobs', type=int, default=2,
-                        help='parallel training processes of the accuracy part')
+                        help='parallel training processes (one thread each) '
+                        'of the accuracy and capacity_gap parts')
     parser.add_argument('--accuracy-work-dir',
                         help='run dirs of the accuracy part (default '
                         'work_dirs/bench/accuracy[_quick])')
+    parser.add_argument('--capacity-work-dir',
+                        help='run dirs of the capacity_gap part (default '
+                        'work_dirs/bench/capacity_gap[_quick])')
     parser.add_argument('--parts', nargs='+', choices=PARTS, default=list(PARTS))
     parser.add_argument('--no-readme', action='store_true',
                         help='do not rewrite the README results block')

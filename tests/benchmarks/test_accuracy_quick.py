@@ -158,6 +158,8 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'benchmarks.coverage', fake('coverage'))
     monkeypatch.setitem(sys.modules, 'benchmarks.cost', fake('cost', fail=True))
     monkeypatch.setitem(sys.modules, 'benchmarks.accuracy', fake('accuracy'))
+    monkeypatch.setitem(sys.modules, 'benchmarks.capacity_gap',
+                        fake('capacity_gap'))
     monkeypatch.setattr(run_all.tempfile, 'tempdir', str(tmp_path))
     readme_before = open(run_all.README).read()
     report = run_all.main(['--quick', '--device', 'cpu'])
@@ -166,7 +168,7 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert out_dir != run_all.RESULTS_DIR and report['readme'] is None
     assert open(run_all.README).read() == readme_before
     assert [c[0] for c in calls] == ['exactness', 'coverage', 'cost',
-                                     'accuracy']
+                                     'accuracy', 'capacity_gap']
     for name, argv in calls:
         assert '--quick' in argv
         assert argv[argv.index('--out-json') + 1] == osp.join(out_dir,
@@ -174,10 +176,10 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert report['failed'] == ['cost']
     md = open(osp.join(out_dir, 'bench.md')).read()
     assert '| exactness |' in md and 'FAILED: RuntimeError: boom' in md
-    assert md.count(' min ') >= 5  # four parts and the total
+    assert md.count(' min ') >= 6  # five parts and the total
     data = json.load(open(osp.join(out_dir, 'bench.json')))
     assert set(data['parts']) == {'exactness', 'coverage', 'cost',
-                                  'accuracy'}
+                                  'accuracy', 'capacity_gap'}
     assert data['parts']['cost']['error'] == 'RuntimeError: boom'
     with pytest.raises(SystemExit):
         run_all.main(['--quick', '--out-dir', run_all.RESULTS_DIR])
