@@ -24,6 +24,14 @@ and ``w``/``h`` the numbers of columns/rows; ``area`` is the number of drawn
 pixels. Shapes never touch (a 2 px gap at least), so nothing is occluded and
 every drawn pixel is visible; boxes may overlap a little (IoU <= 0.3).
 
+Masks are exact too: each annotation's ``segmentation`` is the shape's drawn
+pixels as an uncompressed COCO RLE (``{'size': [h, w], 'counts': [...]}``,
+column-major run lengths starting with a run of zeros), the format
+pycocotools' ``frPyObjects`` reads. mmdet's ``CocoDataset`` gives it to each
+instance as ``mask``, so ``LoadAnnotations(with_mask=True)`` yields the exact
+``BitmapMasks`` and ``CocoMetric(metric='segm')`` scores instance masks;
+box-only pipelines (``with_mask`` False) never read it.
+
 Every image is drawn from its own random generator seeded with
 ``(seed, split, index)``, so the output is byte-identical on every run (PNGs
 are written by a small deterministic encoder) and image ``i`` of a split does
@@ -47,12 +55,12 @@ from mmgpd.registry import DATASETS
 
 __all__ = [
     'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_shapes',
-    'render_shapes_image', 'ShapesDataset'
+    'render_shapes_image', 'mask_to_rle', 'ShapesDataset'
 ]
 
 #: Bumped whenever the drawn content or the file layout changes, so an old
 #: set on disk is regenerated.
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2  # 2: instance masks (``segmentation``, RLE)
 #: The classes, in category-id order (category id = position + 1).
 SHAPES_CLASSES = ('square', 'circle', 'triangle', 'cross')
 #: Visualisation colours of the classes.
@@ -159,6 +167,29 @@ def _tight_box(mask: np.ndarray) -> List[int]:
         int(cols[-1] - cols[0] + 1),
         int(rows[-1] - rows[0] + 1)
     ]
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """Uncompressed COCO RLE of a boolean ``H x W`` mask.
+
+    ``counts`` are the run lengths of the mask read column by column
+    (Fortran order), alternating 0-runs and 1-runs and starting with a
+    (possibly empty) 0-run; ``size`` is ``[H, W]``. pycocotools'
+    ``frPyObjects`` / mmdet's ``LoadAnnotations`` decode it back to ``mask``
+    exactly.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f'mask must be 2-D, got shape {mask.shape}')
+    flat = mask.ravel(order='F').astype(np.int8)
+    # positions where the value changes, plus both ends
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts  # runs start with zeros
+    return dict(size=[int(mask.shape[0]), int(mask.shape[1])],
+                counts=[int(c) for c in counts])
 
 
 def _box_iou(a: List[int], b: List[int]) -> float:
@@ -323,7 +354,8 @@ def _write_split(tmp: str, split: str, num: int, img_size: int,
             annotations.append(
                 dict(id=len(annotations) + 1, image_id=img_id,
                      category_id=obj['label'] + 1, bbox=obj['bbox'],
-                     area=obj['area'], iscrowd=0))
+                     area=obj['area'], iscrowd=0,
+                     segmentation=mask_to_rle(obj['mask'])))
     coco = dict(
         info=dict(description=f'mmgpd shapes ({split})',
                   version=str(SHAPES_VERSION)),

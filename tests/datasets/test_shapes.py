@@ -427,3 +427,126 @@ def test_plain_cfg_spells_out_defaults():
         metainfo=dict(classes=SHAPES_CLASSES, palette=[(1, 2, 3)] * 4))
     with pytest.raises(ValueError, match='ShapesDataset'):
         ShapesDataset.plain_cfg(dict(type='CocoDataset'))
+
+
+# ---------------------------------------------------------------------------
+# Instance masks
+# ---------------------------------------------------------------------------
+def test_mask_to_rle_by_hand():
+    # column-major: columns (0, 1, 0), (1, 1, 0) -> 0 1 0 1 1 0
+    mask = np.array([[0, 1], [1, 1], [0, 0]], dtype=bool)
+    assert shapes_mod.mask_to_rle(mask) == dict(size=[3, 2],
+                                                counts=[1, 1, 1, 2, 1])
+    # a mask starting with a set pixel starts with an empty 0-run
+    assert shapes_mod.mask_to_rle(np.ones((2, 2), bool)) == dict(
+        size=[2, 2], counts=[0, 4])
+    assert shapes_mod.mask_to_rle(np.zeros((2, 3), bool)) == dict(
+        size=[2, 3], counts=[6])
+    with pytest.raises(ValueError, match='2-D'):
+        shapes_mod.mask_to_rle(np.zeros(4, bool))
+
+
+#: Fraction of its tight box a shape of each class fills (square: all of it;
+#: circle: ~pi/4; triangle: ~1/2; cross: arms of 24-40 % of the side, so
+#: 2a - a^2 in 0.42-0.64 for a = arm / side, widened for pixel rounding).
+FILL = dict(square=(1.0, 1.0), circle=(0.75, 0.84), triangle=(0.48, 0.56),
+            cross=(0.34, 0.70))
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_masks_are_the_drawn_pixels(shapes_root, split):
+    from pycocotools import mask as mask_utils
+    coco = _load(shapes_root, split)
+    anns_by_img = {}
+    for ann in coco['annotations']:
+        anns_by_img.setdefault(ann['image_id'], []).append(ann)
+    fills = {name: [] for name in SHAPES_CLASSES}
+    for info in coco['images']:
+        _, objects = render_shapes_image(0, split, info['id'] - 1, 128)
+        anns = anns_by_img[info['id']]
+        for ann, obj in zip(anns, objects):
+            seg = ann['segmentation']
+            assert seg['size'] == [128, 128]
+            rle = mask_utils.frPyObjects(seg, 128, 128)
+            mask = mask_utils.decode(rle).astype(bool)
+            np.testing.assert_array_equal(mask, obj['mask'])
+            # the tight box of the mask is the gt box, its area the gt area
+            rows, cols = np.nonzero(mask)
+            assert ann['bbox'] == [int(cols.min()), int(rows.min()),
+                                   int(np.ptp(cols)) + 1,
+                                   int(np.ptp(rows)) + 1]
+            assert ann['area'] == int(mask.sum()) == int(
+                mask_utils.area(rle))
+            x, y, w, h = ann['bbox']
+            name = SHAPES_CLASSES[ann['category_id'] - 1]
+            fills[name].append(ann['area'] / (w * h))
+    for name, values in fills.items():
+        lo, hi = FILL[name]
+        assert all(lo <= v <= hi for v in values), (name, values)
+
+
+def test_dataset_loads_masks_only_when_asked(shapes_root):
+    from mmdet.registry import DATASETS as MMDET_DATASETS
+    from mmdet.structures.mask import BitmapMasks
+
+    def build(with_mask):
+        cfg = dict(
+            type='mmgpd.ShapesDataset', data_root=shapes_root,
+            ann_file='annotations/instances_train.json',
+            data_prefix=dict(img='train/'), **SMALL,
+            pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', with_bbox=True,
+                     with_mask=with_mask),
+                dict(type='PackDetInputs')
+            ])
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            return MMDET_DATASETS.build(cfg)
+
+    with_masks, boxes_only = build(True), build(False)
+    for i in range(len(with_masks)):
+        sample = with_masks[i]['data_samples']
+        plain = boxes_only[i]['data_samples']
+        _, objects = render_shapes_image(0, 'train', sample.img_id - 1, 128)
+        masks = sample.gt_instances.masks
+        assert isinstance(masks, BitmapMasks) and len(masks) == len(objects)
+        np.testing.assert_array_equal(
+            masks.to_ndarray().astype(bool),
+            np.stack([o['mask'] for o in objects]))
+        np.testing.assert_array_equal(sample.gt_instances.bboxes.tensor,
+                                      plain.gt_instances.bboxes.tensor)
+        # a box-only pipeline is what it was: no masks
+        assert 'masks' not in plain.gt_instances
+
+
+def test_coco_metric_of_the_ground_truth_masks_is_perfect(shapes_root):
+    from mmdet.evaluation import CocoMetric
+    ann_file = osp.join(shapes_root, 'annotations', 'instances_val.json')
+    metric = CocoMetric(ann_file=ann_file, metric=['bbox', 'segm'])
+    metric.dataset_meta = dict(classes=SHAPES_CLASSES)
+    samples = []
+    for img_id in range(1, 7):
+        _, objects = render_shapes_image(0, 'val', img_id - 1, 128)
+        boxes = [[o['bbox'][0], o['bbox'][1], o['bbox'][0] + o['bbox'][2],
+                  o['bbox'][1] + o['bbox'][3]] for o in objects]
+        samples.append(dict(
+            img_id=img_id, ori_shape=(128, 128),
+            pred_instances=dict(
+                bboxes=torch.tensor(boxes, dtype=torch.float32),
+                scores=torch.ones(len(objects)),
+                labels=torch.tensor([o['label'] for o in objects]),
+                masks=torch.from_numpy(np.stack([o['mask']
+                                                 for o in objects])))))
+    metric.process({}, samples)
+    results = metric.evaluate(len(samples))
+    assert results['coco/segm_mAP'] == 1.0
+    assert results['coco/bbox_mAP'] == 1.0
+    # a mask off by its outer pixels is not perfect: the metric reads masks
+    for s in samples:
+        m = s['pred_instances']['masks'].numpy()
+        s['pred_instances']['masks'] = torch.from_numpy(
+            np.stack([x & ~shapes_mod._dilate(~x, 3) for x in m]))
+    metric = CocoMetric(ann_file=ann_file, metric='segm')
+    metric.dataset_meta = dict(classes=SHAPES_CLASSES)
+    metric.process({}, samples)
+    assert metric.evaluate(len(samples))['coco/segm_mAP'] < 1.0
