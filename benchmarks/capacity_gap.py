@@ -139,10 +139,9 @@ QUICK_TEACHERS = ('r18w8', 'r34w32')
 
 #: Every training run drops the last partial batch (the same for every method
 #: of a regime): 1347 = 21 x 64 + 3 and 135 = 2 x 64 + 7 would end each epoch
-#: with a batch of 3 / 7 images, and DPK's unbiased CKA estimator
-#: (mmgpd/models/losses/cka.py) refuses fewer than 4 examples (ReviewKD's
-#: pooled-level BN fewer than 2); it also saves iterations that cost nearly
-#: as much as full ones at these widths.
+#: with a batch of 3 / 7 images, iterations that cost nearly as much as full
+#: ones at these widths and give BN and DPK's CKA (which skips its π update
+#: below 4 examples) their noisiest statistics.
 DROP_LAST = ['train_dataloader.drop_last=True']
 
 #: The teachers at which every static-teacher method also runs + GPD:

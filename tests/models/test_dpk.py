@@ -170,6 +170,31 @@ def test_ratio_not_updated_in_eval_or_when_fixed():
     assert float(m.blocks['stage4'].ratio) == 0.25
 
 
+def test_batch_too_small_for_the_estimator_keeps_ratio_and_trains():
+    """A last batch of 3 images (the unbiased HSIC needs 4 rows) must not
+    crash training: π and the logged CKA stay, the loss is still computed."""
+    f_s, f_t = feats(n=8, seed=2), feats(n=8, c=CT, seed=5)
+    m = dpk(ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_t})
+    ratio, cka = float(m.blocks['stage4'].ratio), float(m.blocks['stage4'].cka)
+    out = m({'stage4': f_s[:3]}, {'stage4': f_t[:3]})
+    assert float(m.blocks['stage4'].ratio) == ratio
+    assert float(m.blocks['stage4'].cka) == cka
+    assert torch.isfinite(out['loss_dpk'])
+    # the biased estimator takes 3 rows (needs 2) and does update
+    m = dpk(cka_estimator='biased', ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s[:3]}, {'stage4': f_t[:3]})
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(
+        1 - float(linear_cka(f_s[:3], f_t[:3], 'biased')), rel=1e-6)
+    # rows = positions: 1 image x 4 x 4 positions is enough for 'unbiased'
+    m = dpk(cka_rows='positions', ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s[:1]}, {'stage4': f_t[:1]})
+    assert float(m.blocks['stage4'].ratio) != 0.5
+
+
 def test_mask_sampling_options():
     block = dpk().blocks['stage4']
     torch.manual_seed(0)
@@ -227,7 +252,3 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r'\(N, C, H, W\)'):
         DPK(taps=('pooled', )).prepare({'pooled': torch.Size([2, 8])},
                                        {'pooled': torch.Size([2, 8])})
-    with pytest.raises(ValueError, match='n >= 4'):
-        m = dpk()
-        m.train()
-        m({'stage4': feats(n=2)}, {'stage4': feats(n=2, c=CT)})

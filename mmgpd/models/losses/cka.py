@@ -37,9 +37,12 @@ whichever is cheaper; both give the same numbers (tested).
 """
 import torch
 
-__all__ = ['hsic_terms', 'cka_from_terms', 'linear_cka', 'ESTIMATORS']
+__all__ = ['hsic_terms', 'cka_from_terms', 'linear_cka', 'ESTIMATORS',
+           'MIN_ROWS']
 
 ESTIMATORS = ('unbiased', 'biased')
+#: the fewest rows (examples) each HSIC estimator is defined for
+MIN_ROWS = {'unbiased': 4, 'biased': 2}
 
 
 def _check(x: torch.Tensor, y: torch.Tensor, estimator: str) -> None:
@@ -52,7 +55,7 @@ def _check(x: torch.Tensor, y: torch.Tensor, estimator: str) -> None:
     if x.shape[0] != y.shape[0]:
         raise ValueError(f'CKA: X has {x.shape[0]} rows, Y {y.shape[0]}: the '
                          'rows must be the same examples')
-    need = 4 if estimator == 'unbiased' else 2
+    need = MIN_ROWS[estimator]
     if x.shape[0] < need:
         raise ValueError(f'the {estimator} HSIC estimator needs n >= {need} '
                          f'examples, got n = {x.shape[0]} (use a larger batch, '

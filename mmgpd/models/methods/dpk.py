@@ -49,7 +49,7 @@ from mmengine.dist import all_reduce
 
 from mmgpd.registry import MODELS
 
-from ..losses.cka import ESTIMATORS, cka_from_terms, hsic_terms
+from ..losses.cka import ESTIMATORS, MIN_ROWS, cka_from_terms, hsic_terms
 from .kcd import align_spatial
 
 from .base import DistillMethod
@@ -310,24 +310,42 @@ class DPK(DistillMethod):
         return self.blocks[tap]
 
     @torch.no_grad()
-    def cka(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    def cka(self, f_s: torch.Tensor, f_t: torch.Tensor
+            ) -> Optional[torch.Tensor]:
         """Minibatch linear CKA of the raw maps, HSIC terms all-reduced over
-        ranks (every rank gets the same value)."""
+        ranks (every rank gets the same value).
+
+        A rank whose minibatch has fewer rows than the estimator needs (4
+        unbiased, 2 biased: e.g. a last batch of 3 images) contributes no
+        terms but still joins the all-reduce, so ranks never wait on each
+        other; ``None`` when no rank had enough rows.
+        """
         if self.cka_rows == 'images':
             x, y = f_s.flatten(1), f_t.flatten(1)
         else:
             x = f_s.permute(0, 2, 3, 1).reshape(-1, f_s.shape[1])
             y = f_t.permute(0, 2, 3, 1).reshape(-1, f_t.shape[1])
-        terms = hsic_terms(x, y, self.cka_estimator)
-        all_reduce(terms, op='sum')
-        return cka_from_terms(terms)
+        counted = torch.zeros(4, dtype=torch.float64, device=x.device)
+        if x.shape[0] >= MIN_ROWS[self.cka_estimator]:
+            counted[:3] = hsic_terms(x, y, self.cka_estimator)
+            counted[3] = 1.0
+        all_reduce(counted, op='sum')
+        if float(counted[3]) == 0.0:
+            return None
+        return cka_from_terms(counted[:3])
 
     @torch.no_grad()
     def update_ratio(self, tap: str, f_s: torch.Tensor, f_t: torch.Tensor
                      ) -> None:
-        """π ← clip(μ·π + (1 − μ)·(1 − CKA(F_s, F_t)))."""
+        """π ← clip(μ·π + (1 − μ)·(1 − CKA(F_s, F_t))).
+
+        Minibatches too small for the CKA estimator (see :meth:`cka`) leave π
+        and the logged CKA as they were.
+        """
         block = self._block(tap)
         c = self.cka(f_s, f_t)
+        if c is None:
+            return
         target = 1.0 - float(c)
         mu = self.ratio_momentum
         value = mu * float(block.ratio) + (1.0 - mu) * target
