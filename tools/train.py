@@ -1,7 +1,13 @@
 """Train a model (GPD or plain mmpretrain) from a config, mmpretrain's CLI.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
+        [--amp-dtype {float16,bfloat16}] [--auto-scale-lr]
+        [--cfg-options k=v ...] [--launcher pytorch]
+
+``--amp`` uses ``mmgpd.AmpOptimWrapper`` (MMEngine's ``AmpOptimWrapper`` on
+GPUs, which it is there; CPU autocast in bfloat16 without one) with a dynamic
+loss scale; ``--amp-dtype`` sets ``optim_wrapper.dtype`` (default: float16 on
+CUDA, bfloat16 on the CPU, the only dtype CPU autocast runs).
 """
 import argparse
 import os.path as osp
@@ -25,6 +31,9 @@ def parse_args(argv=None):
         'of the work dir if no path is given')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic mixed precision training')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
+                        help='autocast dtype with --amp (optim_wrapper.dtype); '
+                        'default float16 on CUDA, bfloat16 on the CPU')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not validate during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -36,9 +45,13 @@ def parse_args(argv=None):
 def merge_args(cfg, args):
     """Apply the command line to the config (mmpretrain's conventions)."""
     cli.apply_runner_args(cfg, args, args.config)
+    if args.amp_dtype is not None and not args.amp:
+        raise SystemExit('train.py: --amp-dtype needs --amp')
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.type = 'mmgpd.AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if args.amp_dtype is not None:
+            cfg.optim_wrapper.dtype = args.amp_dtype
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -17,6 +17,8 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
+from .layers import full_precision
+
 __all__ = ['derive_student_state', 'extract_student', 'get_plan']
 
 
@@ -46,11 +48,18 @@ def derive_student_state(teacher: nn.Module,
 
     Returns:
         dict[str, Tensor]: One tensor per student parameter and buffer, keyed
-        like the student's ``named_parameters()`` / ``named_buffers()``.
+        like the student's ``named_parameters()`` / ``named_buffers()``, in
+        the teacher's dtypes: computed with autocast off (fp32 parameters give
+        fp32 student weights under fp16 / bf16 autocast).
         Buffers are the teacher's own tensors (updated in place by a student
         forward in train mode).
     """
     plan = get_plan(teacher)
+    with full_precision():  # CBR's contract / rescale / merges stay fp32
+        return _derive(teacher, plan, grad_rescale)
+
+
+def _derive(teacher, plan, grad_rescale):
     state = {}
     for rule in plan.rules:
         pmap = rule.pmap

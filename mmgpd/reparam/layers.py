@@ -11,9 +11,17 @@ both exact, with γ, β and running statistics stored unscaled (shared with the
 student under the hard strategy).  Batch norms also hold the hard-strategy
 student's own running statistics (``student_running_mean`` / ``_var`` /
 ``_num_batches_tracked``, shape (C,)).
+
+Mixed precision (autocast, fp16 / bf16 activations): the carry ``s ⊙ x̂`` and
+``/ s`` are exact in reduced precision when every ``s`` is a power of two (ratio
+2, 4, 1.5 ...); otherwise (e.g. ratio 3), and always for statistics weighted by
+``stat_weight``, a carried layer computes in fp32 and returns its input's
+dtype, so T_d's norm output is rounded once, like the student's. Branch
+kernels are merged in fp32 (autocast off), like CBR.
 """
+import contextlib
 import math
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -33,6 +41,26 @@ def _scale_shape(dim: int, ndim: int, width: int):
     return shape
 
 
+#: Activation dtypes in which a carried layer may compute in fp32 instead.
+REDUCED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def full_precision(device_types: Sequence[str] = ('cpu', 'cuda')):
+    """A context in which autocast is off on ``device_types`` where it is on:
+    the CBR / branch-merge arithmetic on fp32 parameters stays fp32 (autocast
+    would run their matmuls, e.g. the ``1x1_kxk`` merge, in fp16 / bf16)."""
+    stack = contextlib.ExitStack()
+    for device_type in device_types:
+        if torch.is_autocast_enabled(device_type):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+    return stack
+
+
+def _powers_of_two(scale: torch.Tensor) -> bool:
+    mantissa, _ = torch.frexp(scale.detach().float())
+    return bool((mantissa.abs() == 0.5).all())
+
+
 class _Carry:
     """Mixin: holds ``carry_scale`` and the channel dimension it applies to."""
     carry_dim = 1
@@ -42,6 +70,21 @@ class _Carry:
                              persistent=False)
         uniform = scale.unique()
         self.carry_uniform = float(uniform[0]) if len(uniform) == 1 else None
+        #: ``s ⊙ x`` and ``x / s`` are exact in fp16 / bf16 (s powers of two)
+        self.carry_exact = _powers_of_two(scale)
+
+    def _at_student_scale(self, fn: Callable, x: torch.Tensor,
+                          exact: bool = True) -> torch.Tensor:
+        """``fn(s ⊙ x) / s``; in fp32 (returned in ``x``'s dtype) when ``x`` is
+        fp16 / bf16 and the carry (or, ``exact=False``, ``fn`` itself) would
+        round in it."""
+        dtype = x.dtype
+        upcast = dtype in REDUCED_DTYPES and not (
+            exact and getattr(self, 'carry_exact', False))
+        if upcast:
+            x = x.float()
+        y = self._carry(fn(self._carry(x)), inverse=True)
+        return y.to(dtype) if upcast else y
 
     def _carry(self, x, inverse=False):
         if self.carry_uniform is not None:
@@ -62,7 +105,7 @@ class _CarriedBatchNormMixin(_Carry):
                              num_batches.detach().clone())
 
     def forward(self, x):
-        return self._carry(super().forward(self._carry(x)), inverse=True)
+        return self._at_student_scale(super().forward, x)
 
 
 class CarriedBatchNorm1d(_CarriedBatchNormMixin, nn.BatchNorm1d):
@@ -145,20 +188,22 @@ class CarriedLayerNorm(_Carry, nn.LayerNorm):
         self.register_buffer('stat_weight', stat_weight, persistent=False)
 
     def forward(self, x):
-        x = self._carry(x)
+        return self._at_student_scale(self._norm, x,
+                                      exact=self.stat_weight is None)
+
+    def _norm(self, x):
         if self.stat_weight is None:
-            y = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
-                             self.eps)
-        else:
-            w = self.stat_weight.to(x.dtype)
-            mean = (x * w).sum(-1, keepdim=True)
-            var = ((x - mean)**2 * w).sum(-1, keepdim=True)
-            y = (x - mean) * torch.rsqrt(var + self.eps)
-            if self.weight is not None:
-                y = y * self.weight
-            if self.bias is not None:
-                y = y + self.bias
-        return self._carry(y, inverse=True)
+            return F.layer_norm(x, self.normalized_shape, self.weight,
+                                self.bias, self.eps)
+        w = self.stat_weight.to(x.dtype)
+        mean = (x * w).sum(-1, keepdim=True)
+        var = ((x - mean)**2 * w).sum(-1, keepdim=True)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
 
 
 class CarriedGroupNorm(_Carry, nn.GroupNorm):
@@ -172,9 +217,12 @@ class CarriedGroupNorm(_Carry, nn.GroupNorm):
         self.register_buffer('stat_weight', stat_weight, persistent=False)
 
     def forward(self, x):
-        x = self._carry(x)
-        if getattr(self, 'stat_weight', None) is None:
-            return self._carry(super().forward(x), inverse=True)
+        weighted = getattr(self, 'stat_weight', None) is not None
+        return self._at_student_scale(
+            self._weighted_norm if weighted else super().forward, x,
+            exact=not weighted)
+
+    def _weighted_norm(self, x):
         n, c = x.shape[:2]
         g = self.num_groups
         xs = x.reshape(n, g, c // g, -1)
@@ -186,7 +234,7 @@ class CarriedGroupNorm(_Carry, nn.GroupNorm):
         shape = _scale_shape(1, x.dim(), -1)
         if self.weight is not None:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return self._carry(y, inverse=True)
+        return y
 
 
 class CarriedActivation(_Carry, nn.Module):
@@ -206,7 +254,7 @@ class CarriedActivation(_Carry, nn.Module):
         self._init_carry(scale)
 
     def forward(self, x):
-        return self._carry(self.act(self._carry(x)), inverse=True)
+        return self._at_student_scale(self.act, x)
 
 
 # --------------------------------------------------------------------------- #
@@ -312,7 +360,9 @@ class BranchConv2d(nn.Conv2d):
                 student's first replicas; merging is linear per block).
             in_channels (int, optional): See ``out_channels``.
         """
-        return self._merge(slice(None, out_channels), slice(None, in_channels))
+        with full_precision((self.weight.device.type, )):
+            return self._merge(slice(None, out_channels),
+                               slice(None, in_channels))
 
     def _merge(self, o: slice, i: slice, with_kxk: bool = True):
         scales = self.branch_scales[:, o, None, None, None]
@@ -389,7 +439,10 @@ class CarriedLayerNorm2d(_Carry, nn.LayerNorm):
     def forward(self, x, data_format='channel_first'):
         dim = 1 if data_format == 'channel_first' else x.dim() - 1
         self.carry_dim = dim
-        x = self._carry(x)
+        return self._at_student_scale(lambda x: self._norm(x, dim), x,
+                                      exact=self.stat_weight is None)
+
+    def _norm(self, x, dim):
         shape = _scale_shape(dim, x.dim(), -1)
         if self.stat_weight is None:
             mean = x.mean(dim, keepdim=True)
@@ -403,4 +456,4 @@ class CarriedLayerNorm2d(_Carry, nn.LayerNorm):
             y = y * self.weight.reshape(shape)
         if self.bias is not None:
             y = y + self.bias.reshape(shape)
-        return self._carry(y, inverse=True)
+        return y
