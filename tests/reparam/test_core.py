@@ -198,6 +198,37 @@ def test_zero_sum_noise_cancels_over_input_replicas():
     assert (w[:8] - w[8:16]).abs().max() > 1e-4  # but the replicas differ
 
 
+@pytest.mark.parametrize('n', [2, 3, 4])
+def test_zero_sum_noise_law_both_constructions(n):
+    """The fast cyclic construction (Helmert, n - 1 draws per n values) and
+    the generic centring give the same law: zero sum over each student
+    channel's replicas, per-value variance (n - 1)/n, replicas correlated
+    -1/(n - 1)."""
+    from mmgpd.reparam.ir import _add_cyclic_zero_sum, _draw_noise
+    from mmgpd.reparam.parammap import DimMap
+    c, out = 16, 4000
+    index = torch.arange(n * c) % c
+    dim = DimMap(index, None, torch.arange(c))
+    fast = torch.zeros(out, n * c)
+    assert _add_cyclic_zero_sum(fast, dim, 1.0,
+                                torch.Generator().manual_seed(0))
+    slow = _draw_noise((out, n * c), dim, torch.Generator().manual_seed(0))
+    for e in (fast, slow):
+        e = e.double().reshape(out, n, c)
+        assert e.sum(1).abs().max() < 1e-5
+        var = e.var(dim=(0, 2)).mean()
+        assert abs(float(var) - (n - 1) / n) < 0.03
+        cov = (e[:, 0] * e[:, 1]).mean()
+        assert abs(float(cov) + 1 / n) < 0.03
+    # any other layout (a permuted map, a fractional width) is refused by
+    # the fast path and centred by the generic one
+    perm = DimMap(index.flip(0), None, torch.arange(c))
+    assert not _add_cyclic_zero_sum(torch.zeros(3, n * c), perm, 1.0, None)
+    e = _draw_noise((3, n * c), perm, None).double()
+    summed = torch.zeros(3, c, dtype=torch.float64).index_add_(1, perm.index, e)
+    assert summed.abs().max() < 1e-5
+
+
 def test_hard_student_keeps_its_own_running_stats():
     net = make_net()
     teacher = inverse_reparameterize(net, 2)
