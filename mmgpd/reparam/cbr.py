@@ -69,14 +69,27 @@ def _derive(teacher, plan, grad_rescale):
                 # merge only the student's block: branches are linear per block
                 sizes = pmap.block_sizes()
                 block = conv.merged_weight(sizes.get(0), sizes.get(1))
-                state[rule.student_name] = pmap.rescale(block, grad_rescale)
+                state[rule.student_name] = _like(
+                    pmap.rescale(block, grad_rescale), conv.weight)
                 continue
             source = conv.merged_weight()
         else:
             source = _get_tensor(teacher, rule.teacher_name)
         state[rule.student_name] = source if pmap is None else \
-            pmap.contract(source, grad_rescale)
+            _like(pmap.contract(source, grad_rescale), source)
     return state
+
+
+def _like(value: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``value`` in ``source``'s memory format where that is channels_last
+    (a 4-D teacher weight in ``torch.channels_last`` gives a channels_last
+    student weight, whatever strides the slicing left)."""
+    cl = torch.channels_last
+    if value.dim() == 4 and source.dim() == 4 and \
+            not source.is_contiguous() and source.is_contiguous(memory_format=cl) \
+            and not value.is_contiguous(memory_format=cl):
+        return value.contiguous(memory_format=cl)
+    return value
 
 
 def _get_tensor(module: nn.Module, name: str) -> torch.Tensor:

@@ -54,6 +54,13 @@ class GPD(BaseModel):
         data_preprocessor (dict, optional): Settings of the student's data
             preprocessor (merged into ``architecture``); the student's
             preprocessor, with its batch augments, feeds every model.
+        channels_last (bool): Run S, T_d and T_s in ``torch.channels_last``:
+            after IR (which runs contiguous), every 4-D parameter and buffer
+            of T_d, T_s, the methods' connectors and the student (under the
+            hard strategy its template, whose weights CBR derives from T_d in
+            the same format) is converted, and the preprocessed 4-D inputs of
+            every forward are made channels_last. Exactness is unchanged (the
+            same math, other strides). Defaults to False.
         init_cfg (dict, optional): Unused.
     """
 
@@ -65,6 +72,7 @@ class GPD(BaseModel):
                  eval_model: str = 'student',
                  evaluate_teachers: bool = True,
                  data_preprocessor: Optional[dict] = None,
+                 channels_last: bool = False,
                  init_cfg=None):
         if eval_model not in MODEL_NAMES:
             raise ValueError(f'model.eval_model must be one of {MODEL_NAMES}, '
@@ -111,6 +119,13 @@ class GPD(BaseModel):
                              'set model.teacher and model.teacher_ckpt')
         self.tap_paths = {'student': {}, 'static_teacher': {}}
         self._probe(student)
+        if not isinstance(channels_last, bool):
+            raise TypeError('model.channels_last must be a bool, got '
+                            f'{channels_last!r}')
+        self.channels_last = channels_last
+        if channels_last:
+            # HardStudent._apply reaches the (unregistered) template too
+            self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ probe
     def _probe(self, student: nn.Module) -> None:
@@ -229,6 +244,9 @@ class GPD(BaseModel):
 
     # ---------------------------------------------------------------- forward
     def forward(self, inputs: torch.Tensor, data_samples=None, mode='tensor'):
+        if self.channels_last and isinstance(inputs, torch.Tensor) and \
+                inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'predict':
