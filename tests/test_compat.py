@@ -434,3 +434,63 @@ def _sync_bn_worker(rank, world, out_dir):
                    f'{out_dir}/rank{rank}.pt')
     finally:
         dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- #
+# SSDHead.loss_cls (mmdet 3.3.0's dense-head predict reads it)
+# --------------------------------------------------------------------------- #
+_SSD_PREDICT = textwrap.dedent('''
+    import sys
+    {prelude}
+    import torch
+    from mmengine.config import ConfigDict
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    init_default_scope('mmdet')
+    det = MODELS.build(dict(
+        type='SingleStageDetector',
+        backbone=dict(type='ResNet', depth=18, out_indices=(2, 3)),
+        neck=dict(type='SSDNeck', in_channels=(256, 512),
+                  out_channels=(256, 512, 128), level_strides=(2, ),
+                  level_paddings=(1, ), l2_norm_scale=None),
+        bbox_head=dict(type='SSDHead', in_channels=(256, 512, 128),
+                       num_classes=3, anchor_generator=dict(
+                           type='SSDAnchorGenerator', scale_major=False,
+                           input_size=64, strides=[16, 32, 64],
+                           ratios=([2], [2], [2]), min_sizes=[10, 20, 40],
+                           max_sizes=[20, 40, 64])),
+        test_cfg=ConfigDict(nms_pre=100, min_bbox_size=0, score_thr=0.0,
+                            nms=dict(type='nms', iou_threshold=0.45),
+                            max_per_img=10))).eval()
+    meta = dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1, 1))
+    with torch.no_grad():
+        out = det.predict(torch.randn(1, 3, 64, 64),
+                          [DetDataSample(metainfo=meta)])
+    scores = out[0].pred_instances.scores
+    assert len(scores) == 10 and float(scores.max()) <= 1.0
+    print('PREDICTED', 'mmgpd' in sys.modules)
+''')
+
+
+def test_ssd_predict_fails_without_the_patch(run_python):
+    proc = run_python(_SSD_PREDICT.format(prelude=''))
+    if proc.returncode == 0:
+        pytest.skip('this mmdet predicts with SSDHead: the patch is moot')
+    assert "has no attribute 'loss_cls'" in proc.stderr
+
+
+def test_ssd_predicts_with_mmgpd_imported_first(run_python):
+    proc = run_python(_SSD_PREDICT.format(
+        prelude="import mmgpd\nassert 'mmdet.models' not in sys.modules"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'PREDICTED True' in proc.stdout
+    assert 'ssd_head_predict' in compat.applied_patches()
+
+
+def test_ssd_patch_applies_to_an_already_imported_head():
+    from mmdet.models.dense_heads import ssd_head
+    compat.apply_compat_patches()  # idempotent: the class attribute stays
+    assert vars(ssd_head.SSDHead)['loss_cls'] is None
+    assert getattr(ssd_head.SSDHead.loss_cls, 'custom_cls_channels',
+                   False) is False

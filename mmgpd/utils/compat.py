@@ -53,15 +53,29 @@ config is parsed.  Each patch is narrow, idempotent and individually tested
     submodule) is reverted / converted with the model, so S and T_d normalise
     alike.  Everything else goes to mmengine's functions unchanged.
 
+``ssd_head_predict``
+    mmdet 3.3.0's ``BaseDenseHead._predict_by_feat_single`` reads
+    ``self.loss_cls``, which ``SSDHead`` never builds (it skips
+    ``AnchorHead.__init__``), so every SSD prediction (test loop,
+    ``DetInferencer``) fails with "'SSDHead' object has no attribute
+    'loss_cls'" (open-mmlab/mmdetection#11063, #11780; unmerged fix #11524).
+    ``SSDHead`` gets a class attribute ``loss_cls = None``: the check then
+    reads ``getattr(None, 'custom_cls_channels', False)``, False, and scores
+    are the softmax as intended. Set when ``mmdet.models.dense_heads.ssd_head``
+    is imported (a one-shot import hook), so importing mmgpd does not import
+    mmdet's models.
+
 ``atomic_local_put``
     mmengine writes checkpoints (and every local file) in place, so a run
     killed while saving leaves a truncated ``epoch_N.pth`` that ``--resume``
     trips on.  Local writes go to a temporary file that is renamed into place.
 """
 import importlib
+import importlib.abc
 import importlib.metadata
 import importlib.util
 import os.path as osp
+import sys
 from typing import Callable, Dict, List
 
 __all__ = ['apply_compat_patches', 'applied_patches']
@@ -413,6 +427,60 @@ def _patch_atomic_local_put() -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- #
+# SSDHead.loss_cls (mmdet 3.3.0 predicts with it; SSDHead has none)
+# --------------------------------------------------------------------------- #
+_SSD_MODULE = 'mmdet.models.dense_heads.ssd_head'
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """A finder at the front of ``sys.meta_path`` that lets the other finders
+    find module ``name`` and runs ``fix(module)`` right after the module's
+    code has run (before anyone gets the module)."""
+
+    def __init__(self, name: str, fix: Callable):
+        self.name, self.fix = name, fix
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, 'find_spec'):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader, fix = spec.loader, self.fix
+        exec_module = loader.exec_module
+
+        def exec_and_fix(module):
+            exec_module(module)
+            fix(module)
+        loader.exec_module = exec_and_fix  # this module's own loader
+        return spec
+
+
+def _fix_ssd_head(module) -> bool:
+    head = module.SSDHead
+    if 'loss_cls' in vars(head):
+        return False
+    head.loss_cls = None
+    return True
+
+
+def _patch_ssd_head_predict() -> bool:
+    module = sys.modules.get(_SSD_MODULE)
+    if module is not None:
+        return _fix_ssd_head(module)
+    if any(isinstance(f, _AfterImport) and f.name == _SSD_MODULE
+           for f in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _AfterImport(_SSD_MODULE, _fix_ssd_head))
+    return True
+
+
 _PATCHES: Dict[str, Callable[[], bool]] = {
     'local_checkpoint_loader': _patch_local_checkpoint_loader,
     'package_utils_without_pkg_resources': _patch_package_utils,
@@ -420,6 +488,7 @@ _PATCHES: Dict[str, Callable[[], bool]] = {
     'distributed_on_cpu': _patch_distributed_on_cpu,
     'carried_sync_batchnorm': _patch_carried_sync_batchnorm,
     'atomic_local_put': _patch_atomic_local_put,
+    'ssd_head_predict': _patch_ssd_head_predict,
 }
 _NEEDS = {
     'local_checkpoint_loader': 'mmengine',
@@ -428,6 +497,7 @@ _NEEDS = {
     'distributed_on_cpu': 'mmengine',
     'carried_sync_batchnorm': 'mmengine',
     'atomic_local_put': 'mmengine',
+    'ssd_head_predict': 'mmdet',
 }
 
 

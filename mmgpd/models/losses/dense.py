@@ -2,6 +2,8 @@
 
 * :class:`DenseKDLoss` — KD on the dense classification maps of a sigmoid head
   (RetinaNet, FCOS, ATSS ...): binary KL per class and location.
+* :class:`SoftmaxDenseKDLoss` — KD on the dense maps of a softmax head (SSD):
+  KL over the K + 1 classes (background included) of each anchor.
 * :class:`FeatureMSELoss` — feature distillation on the FPN levels, both sides
   in the student's space (a dynamic teacher's levels are folded back by
   :func:`mmgpd.reparam.fold_to_student` before they get here).
@@ -65,6 +67,11 @@ class DenseKDLoss(nn.Module):
                 teacher: Sequence[torch.Tensor],
                 gt=None) -> torch.Tensor:
         check_levels(student, teacher)
+        if any(s.dim() != 4 for s in student):
+            raise ValueError(
+                'DenseKDLoss takes sigmoid maps (N, A·K, H, W) per level, got '
+                f'{[tuple(s.shape) for s in student]}; a softmax head\'s '
+                '(N, K + 1, A, H, W) maps need mmgpd.SoftmaxDenseKDLoss')
         t = self.temperature
         total, locations = 0.0, 0
         for s, q in zip(student, teacher):
@@ -77,6 +84,55 @@ class DenseKDLoss(nn.Module):
             total = total + kl.sum()
             locations += s.shape[0] * s[0, 0].numel()
         return self.loss_weight * t**2 * total / max(locations, 1)
+
+
+@MODELS.register_module()
+class SoftmaxDenseKDLoss(nn.Module):
+    """KD on the dense classification maps of a softmax head (SSD-style).
+
+    Each level comes as ``(N, K + 1, A, H, W)``: per anchor ``a`` at location
+    ``(h, w)`` one distribution over the K classes and the background (what
+    :class:`~mmgpd.models.tasks.DetectionTask` gives for a head with
+    ``use_sigmoid_cls=False``: the head's ``(N, A·(K + 1), H, W)`` map, whose
+    channels are anchor-major, viewed as ``(N, A, K + 1, H, W)`` and
+    transposed). The KL of the teacher's ``softmax(t / T)`` from the student's
+    over the class dim, averaged over all anchors of all levels, times T²::
+
+        loss = w · T² · Σ_{levels, n, a, h, w} KL(softmax(t/T) ‖ softmax(s/T))
+               / Σ_levels N·A·H·W
+
+    Zero when the maps are equal (a dynamic teacher at init).
+
+    Args:
+        temperature (float): T > 0. Defaults to 1.0.
+        loss_weight (float): w >= 0. Defaults to 1.0.
+    """
+
+    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
+        super().__init__()
+        check_arg(temperature > 0, 'temperature', temperature, '> 0')
+        check_arg(loss_weight >= 0, 'loss_weight', loss_weight, '>= 0')
+        self.temperature = float(temperature)
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, student: Sequence[torch.Tensor],
+                teacher: Sequence[torch.Tensor],
+                gt=None) -> torch.Tensor:
+        check_levels(student, teacher)
+        if any(s.dim() != 5 for s in student):
+            raise ValueError(
+                'SoftmaxDenseKDLoss takes (N, K + 1, A, H, W) maps per level '
+                '(a softmax head, e.g. SSDHead), got '
+                f'{[tuple(s.shape) for s in student]}; sigmoid heads need '
+                'mmgpd.DenseKDLoss')
+        t = self.temperature
+        total, anchors = 0.0, 0
+        for s, q in zip(student, teacher):
+            log_ps = F.log_softmax(s / t, dim=1)
+            log_pq = F.log_softmax(q.detach() / t, dim=1)
+            total = total + (log_pq.exp() * (log_pq - log_ps)).sum()
+            anchors += s[:, 0].numel()
+        return self.loss_weight * t**2 * total / max(anchors, 1)
 
 
 @MODELS.register_module()

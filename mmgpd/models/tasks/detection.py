@@ -9,8 +9,10 @@ Per model one pass gives everything GPD needs::
 
 so the student (hard strategy: through its view of T_d), the dynamic teacher
 and the static teacher each run once per step. ``logits`` are the dense
-classification maps (one per level, (N, A·K, H_l, W_l)); ``feats`` the FPN
-levels (T_d's are C'-wide: the distiller folds them back to C).
+classification maps (one per level, (N, A·K, H_l, W_l); a softmax head's,
+e.g. SSD's, viewed per anchor as (N, K + 1, A, H_l, W_l): :func:`_class_maps`);
+``feats`` the FPN levels (T_d's are C'-wide: the distiller folds them back to
+C).
 
 Two-stage detectors (RPN + RoI head, :func:`_two_stage_pass`): ``logits`` are
 the RPN's objectness maps (sigmoid: the dense KD of the gap term applies to
@@ -57,6 +59,28 @@ def _layout(head: nn.Module):
                          for s in (strides or ())])
 
 
+def _class_maps(head: nn.Module, maps) -> list:
+    """The dense classification maps as the KD losses take them.
+
+    Sigmoid heads: as the head gives them, ``(N, A·K, H, W)`` per level
+    (``DenseKDLoss``). Softmax heads (``use_sigmoid_cls=False``, e.g. mmdet's
+    ``SSDHead``: ``cls_out_channels = K + 1``, channels anchor-major, ``a ·
+    (K + 1) + k``, as its ``loss_by_feat`` reads them): a view
+    ``(N, K + 1, A, H, W)``, one distribution over the classes per anchor
+    (``SoftmaxDenseKDLoss``)."""
+    if getattr(head, 'use_sigmoid_cls', True):
+        return list(maps)
+    k1 = head.cls_out_channels
+    out = []
+    for x in maps:
+        n, c, h, w = x.shape
+        if c % k1:
+            raise ValueError(f'bbox_head: {c} class channels are not a '
+                             f'multiple of cls_out_channels={k1}')
+        out.append(x.view(n, c // k1, k1, h, w).transpose(1, 2))
+    return out
+
+
 def _dense_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
                 with_loss: bool):
     from mmdet.models.utils import unpack_gt_instances
@@ -70,7 +94,8 @@ def _dense_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
         # per-level lists -> one scalar each (what mmengine's parse_losses does)
         losses = {k: sum(x.mean() for x in v) if isinstance(v, (list, tuple))
                   else v for k, v in losses.items()}
-    return dict(feats=tuple(feats), logits=list(outs[0])), losses
+    return dict(feats=tuple(feats),
+                logits=_class_maps(det.bbox_head, outs[0])), losses
 
 
 #: attribute of a batch's first data sample holding the student's proposals
@@ -308,7 +333,8 @@ _ir_forward.output_boundaries = output_boundaries
 
 
 class DetectionTask(Task):
-    """Adapter of single-stage mmdet detectors with sigmoid classification."""
+    """Adapter of mmdet detectors: single-stage (sigmoid or softmax dense
+    heads) and two-stage (RPN + RoI heads)."""
     name = 'detection'
 
     @staticmethod
@@ -324,14 +350,13 @@ class DetectionTask(Task):
 
     @staticmethod
     def check_student(student: nn.Module) -> None:
+        """Two-stage detectors (RPN + RoI head, :func:`_two_stage_pass`) and
+        dense heads: sigmoid (``DenseKDLoss``) or softmax (SSD:
+        ``SoftmaxDenseKDLoss`` on the per-anchor maps of
+        :func:`_class_maps`)."""
         if getattr(student, 'roi_head', None) is not None:
-            return  # two-stage: RPN (sigmoid) + RoI head (see _two_stage_pass)
-        head = _head(student)
-        if not getattr(head, 'use_sigmoid_cls', True):
-            raise ValueError(
-                'model.architecture.bbox_head: a softmax classification head '
-                '(loss_cls.use_sigmoid=False) is not supported by the dense KD '
-                'of GPD detection; use a sigmoid head')
+            return
+        _head(student)
 
     @staticmethod
     def check_teacher(cfg: dict, student: nn.Module) -> None:
