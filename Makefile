@@ -16,7 +16,7 @@ install:
 demo: install
 	$(PYTHON) tools/demo.py $(DEMO_ARGS)
 
-## demo-det: GPD for detection (RetinaNet-R18) on the generated shapes set
+## demo-det: GPD for detection on the generated shapes set (RetinaNet-R18; DEMO_ARGS="--detector faster-rcnn" or mask-rcnn: two-stage)
 demo-det: install
 	$(PYTHON) tools/demo_det.py $(DEMO_ARGS)
 

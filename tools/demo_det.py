@@ -1,16 +1,20 @@
 """`make demo-det`: GPD for detection on the generated shapes set, end to end.
 
 1. generates the shapes set (``data/shapes_64``, COCO format, once) and trains
-   ``configs/gpd_det/retinanet_r18_fpn_shapes.py`` (RetinaNet-R18-FPN student +
-   2x dynamic teacher, hard strategy) with MMEngine's Runner;
+   a GPD detector config with MMEngine's Runner: ``--detector retinanet``
+   (default: ``configs/gpd_det/retinanet_r18_fpn_shapes.py``, RetinaNet-R18-FPN
+   student + 2x dynamic teacher, hard strategy), ``faster-rcnn``
+   (``faster-rcnn_r18_fpn_shapes.py``: T_d replays S's proposals and RoIs) or
+   ``mask-rcnn`` (``mask-rcnn_r18_fpn_shapes.py``: boxes and instance masks);
 2. extracts the student with ``tools/extract_student.py`` (CBR of T_d) into a
    plain mmdet config + weights-only checkpoint;
 3. tests it with mmdet's own test loop (plain ``CocoDataset`` + ``CocoMetric``,
    no mmgpd type involved);
-4. prints S / T_d mAP, the gap and the extracted student's mAP, and writes
-   the gap plot.
+4. prints S / T_d mAP, the gap and the extracted student's mAP (Mask R-CNN:
+   its mask mAP too), and writes the gap plot.
 
-    python tools/demo_det.py [--work-dir work_dirs/demo_det] [--epochs N] [--quick]
+    python tools/demo_det.py [--detector {retinanet,faster-rcnn,mask-rcnn}]
+        [--work-dir work_dirs/demo_det[_<detector>]] [--epochs N] [--quick]
 """
 import argparse
 import os
@@ -25,13 +29,30 @@ import mmgpd  # noqa: E402,F401  (compat layer first)
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-GPD_CFG = osp.join(ROOT, 'configs/gpd_det/retinanet_r18_fpn_shapes.py')
+#: --detector -> (GPD config, title)
+DETECTORS = {
+    'retinanet': ('configs/gpd_det/retinanet_r18_fpn_shapes.py',
+                  'RetinaNet-R18-FPN'),
+    'faster-rcnn': ('configs/gpd_det/faster-rcnn_r18_fpn_shapes.py',
+                    'Faster R-CNN R18-FPN'),
+    'mask-rcnn': ('configs/gpd_det/mask-rcnn_r18_fpn_shapes.py',
+                  'Mask R-CNN R18-FPN'),
+}
 KEYS = ('gpd/bbox_mAP_student', 'gpd/bbox_mAP_dynamic_teacher', 'gpd/gap_dynamic')
+#: Mask R-CNN: the models' mask mAP (PerModelMetric keys)
+SEGM_KEYS = {'student': 'coco/segm_mAP',
+             'dynamic_teacher': 'dynamic_teacher/coco/segm_mAP'}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs/demo_det'))
+    parser.add_argument('--detector', choices=sorted(DETECTORS),
+                        default='retinanet',
+                        help='which GPD shapes config to train (default: '
+                        'retinanet)')
+    parser.add_argument('--work-dir', default=None,
+                        help='default: work_dirs/demo_det (retinanet), '
+                        'work_dirs/demo_det_<detector> (the others)')
     parser.add_argument('--data-root', default=None,
                         help="where the shapes set is generated (default: the "
                         "config's data/shapes_64/; --quick: inside --work-dir)")
@@ -55,10 +76,23 @@ def _set_data_root(cfg, root, quick):
     cfg.test_evaluator = cfg.val_evaluator
 
 
+def _score_thr_zero(model_cfg):
+    """Quick runs: keep every detection of a barely trained detector."""
+    test_cfg = model_cfg.test_cfg
+    if 'rcnn' in test_cfg:  # two-stage: the RoI head's threshold
+        test_cfg.rcnn.score_thr = 0.0
+    else:
+        test_cfg.score_thr = 0.0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    cfg_file, title = DETECTORS[args.detector]
+    if args.work_dir is None:
+        suffix = '' if args.detector == 'retinanet' else f'_{args.detector}'
+        args.work_dir = osp.join(ROOT, f'work_dirs/demo_det{suffix}')
     gpd_dir = osp.join(args.work_dir, 'gpd')
-    cfg = Config.fromfile(GPD_CFG)
+    cfg = Config.fromfile(osp.join(ROOT, cfg_file))
     cfg.work_dir = gpd_dir
     root = args.data_root
     if args.quick and root is None:
@@ -66,7 +100,7 @@ def main(argv=None):
     _set_data_root(cfg, root, args.quick)
     if args.quick:
         cfg.train_cfg.max_epochs = 1
-        cfg.model.architecture.test_cfg.score_thr = 0.0
+        _score_thr_zero(cfg.model.architecture)
         cfg.param_scheduler = []
     elif args.epochs is not None:
         cfg.train_cfg.max_epochs = args.epochs
@@ -88,6 +122,9 @@ def main(argv=None):
     runner.train()
     hub = runner.message_hub
     gap = {k.split('/')[-1]: hub.get_scalar(f'val/{k}').current() for k in KEYS}
+    segm = {name: hub.get_scalar(f'val/{k}').current()
+            for name, k in SEGM_KEYS.items()
+            if f'val/{k}' in hub.log_scalars}
 
     import extract_student
     out = osp.join(args.work_dir, 'student')
@@ -101,22 +138,34 @@ def main(argv=None):
 
     import plot_gap
     png = plot_gap.main([gpd_dir, '--out', osp.join(args.work_dir, 'gap.png'),
-                         '--title', 'GPD on shapes: RetinaNet-R18 S vs T_d'])
+                         '--title', f'GPD on shapes: {title} S vs T_d'])
+
+    def row(label, box, mask=None, fmt='.3f'):
+        cells = [label, format(box, fmt)]
+        if segm:
+            cells.append('' if mask is None else format(mask, fmt))
+        return '| ' + ' | '.join(cells) + ' |'
     lines = [
         '',
-        'GPD detection demo (generated shapes set, RetinaNet-R18-FPN, ratio 2)',
-        f'| model (last validation, epoch {epochs}) | bbox mAP | ',
-        '|---|---|',
-        f"| student S (hard strategy view) | {gap['bbox_mAP_student']:.3f} |",
-        f"| dynamic teacher T_d | {gap['bbox_mAP_dynamic_teacher']:.3f} |",
-        f"| gap T_d − S | {gap['gap_dynamic']:+.3f} |",
-        f"| extracted student, plain mmdet test | {metrics['coco/bbox_mAP']:.3f} |",
+        f'GPD detection demo (generated shapes set, {title}, ratio 2)',
+        f'| model (last validation, epoch {epochs}) | bbox mAP |' +
+        (' segm mAP |' if segm else ''),
+        '|---|---|' + ('---|' if segm else ''),
+        row('student S (hard strategy view)', gap['bbox_mAP_student'],
+            segm.get('student')),
+        row('dynamic teacher T_d', gap['bbox_mAP_dynamic_teacher'],
+            segm.get('dynamic_teacher')),
+        row('gap T_d − S', gap['gap_dynamic'],
+            segm['dynamic_teacher'] - segm['student'] if segm else None,
+            '+.3f'),
+        row('extracted student, plain mmdet test', metrics['coco/bbox_mAP'],
+            metrics.get('coco/segm_mAP')),
         '',
         f'gap plot: {png}',
         f'extracted student: {out}/student.py + student.pth',
     ]
     print('\n'.join(lines))
-    return dict(gap=gap, extracted=metrics, png=png)
+    return dict(gap=gap, segm=segm, extracted=metrics, png=png)
 
 
 if __name__ == '__main__':

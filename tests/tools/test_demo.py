@@ -34,3 +34,22 @@ def test_demo_det_end_to_end(tmp_path, capsys):
     assert osp.isfile(tmp_path / 'shapes_quick' / 'meta.json')  # not in data/
     assert open(out['png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     assert 'mmgpd' not in (tmp_path / 'student' / 'student.py').read_text()
+
+
+def test_demo_det_faster_rcnn_quick(tmp_path, capsys):
+    """`make demo-det DEMO_ARGS="--detector faster-rcnn"`, shortened: the
+    two-stage path (T_d replays S's proposals) trains, extracts and tests in
+    mmdet's loop with the run's student mAP."""
+    import demo_det
+    import pytest
+    out = demo_det.main(['--detector', 'faster-rcnn', '--quick',
+                         '--work-dir', str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert 'Faster R-CNN R18-FPN' in printed and 'plain mmdet test' in printed
+    assert out['extracted']['coco/bbox_mAP'] == pytest.approx(
+        out['gap']['bbox_mAP_student'], abs=1e-6)
+    assert out['segm'] == {}  # boxes only
+    text = (tmp_path / 'student' / 'student.py').read_text()
+    assert 'mmgpd' not in text and "type='FasterRCNN'" in text
+    with pytest.raises(SystemExit):
+        demo_det.parse_args(['--detector', 'yolo'])
