@@ -22,7 +22,6 @@ How (docs/design.md):
 The returned teacher carries its :class:`ReparamPlan` as ``teacher.gpd_plan``;
 ``extract_student`` (CBR) and the hard strategy's student view use it.
 """
-import copy
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from .attrs import widen_attributes
+from .copying import copy_structure
 from .errors import IRVerificationError, UnsupportedModuleError
 from .layers import BRANCHES
 from .plan import ReparamPlan, StateRule
@@ -323,7 +323,7 @@ def inverse_reparameterize(student: nn.Module,
     if noise > 0:
         _add_noise(teacher, builder.noisy, noise, generator, noise_mode)
     plan = ReparamPlan(
-        template=copy.deepcopy(student),
+        template=copy_structure(student),  # runs on derived tensors only
         rules=_complete_rules(student, teacher, builder.rules),
         ratio=ratio, branches=branches, init=init, noise=noise,
         noise_mode=noise_mode,

@@ -295,6 +295,7 @@ class BranchConv2d(nn.Conv2d):
     def __init__(self, conv: nn.Conv2d, branches: Sequence[str], init='preserve',
                  generator=None):
         k = conv.kernel_size
+        self.__dict__['_building'] = True  # see reset_parameters
         super().__init__(conv.in_channels, conv.out_channels, k,
                          stride=conv.stride, padding=conv.padding,
                          dilation=conv.dilation, groups=conv.groups,
@@ -311,6 +312,7 @@ class BranchConv2d(nn.Conv2d):
                              f'got {tuple(branches)}')
         if init not in ('preserve', 'scratch'):
             raise ValueError(f"init must be 'preserve' or 'scratch', got {init!r}")
+        self.__dict__['_building'] = False
         self.branch_names = tuple(branches)
         c_out, kk = self.out_channels, k[0]
         c_in = self.in_channels // self.groups  # per group
@@ -341,10 +343,19 @@ class BranchConv2d(nn.Conv2d):
                 scales[i] = BRANCHES[b]
         self.branch_scales = nn.Parameter(scales)
         with torch.no_grad():
-            others = self._extra_kernel()
-            self.weight.copy_((w - others) / scales[0][:, None, None, None])
+            if init == 'preserve':  # the extra branches' scales are 0
+                self.weight.copy_(w)
+            else:
+                others = self._extra_kernel()
+                self.weight.copy_((w - others) / scales[0][:, None, None, None])
             if conv.bias is not None:
                 self.bias.copy_(conv.bias)
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d.__init__ draws a Kaiming init of the whole (widened)
+        # kernel that __init__ overwrites at once: skipped while building
+        if not self.__dict__.get('_building', False):
+            super().reset_parameters()
 
     def _extra_kernel(self):
         """Σ over the extra branches of scale ⊙ kernel (used to solve ``weight``)."""

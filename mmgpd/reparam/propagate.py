@@ -1617,12 +1617,10 @@ def _student_run(student, inputs, forward_fn, origins):
 
 def _teacher_run(teacher_template, student_run, inputs, forward_fn, planner,
                  attr_fn):
-    import copy
+    from .copying import copy_structure
     # the structure is copied, the parameters shared: the run never writes
     # them, and the ones it widens are replaced on the copy (setattr below)
-    teacher = copy.deepcopy(
-        teacher_template,
-        memo={id(p): p for p in teacher_template.parameters()})
+    teacher = copy_structure(teacher_template, buffers=False)
     origins = student_run.origins
     run = _TeacherRun(teacher, origins, student_run, planner)
     planner.last_run = run

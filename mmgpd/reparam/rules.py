@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .copying import copy_structure, own_tensors
 from .kinds import module_kind
 from .layers import (GROUPED_BRANCHES, BranchConv2d, CarriedActivation,
                      CarriedGroupNorm, CarriedLayerNorm, CarriedLayerNorm2d,
@@ -56,7 +57,7 @@ class Builder:
         self.branches = tuple(branches)
         self.init = init
         self.generator = generator
-        self.teacher = copy.deepcopy(student)
+        self.teacher = copy_structure(student)  # own_tensors after build()
         self.rules: Dict[str, StateRule] = {}
         self.unsupported: List[Tuple[str, str, str]] = list(plan.unsupported)
         self.bad_ratio: List[str] = list(plan.bad_ratio)
@@ -123,6 +124,7 @@ class Builder:
                 self.free_param(name, d, lay)
             except (ValueError, RuntimeError, IndexError) as e:
                 self.unsupported.append((name, 'parameter', str(e)))
+        own_tensors(self.teacher, self.student)  # what no rule replaced
 
     def _build_one(self, path, mod, rec):
         kind = rec.kind
@@ -139,7 +141,7 @@ class Builder:
         elif kind == 'nonhomogeneous':
             if rec.in_layout is not None and not rec.in_layout.is_exact:
                 self.replace(path, CarriedActivation(
-                    copy.deepcopy(mod), 1.0 / rec.in_layout.factor,
+                    copy_structure(mod), 1.0 / rec.in_layout.factor,
                     rec.in_dim))
                 self.widened.append(path)
         elif kind == 'channel_scale':
@@ -177,7 +179,7 @@ class Builder:
             if found is None:
                 return
             dims, t_groups = found
-        new = copy.deepcopy(mod)
+        new = copy_structure(mod)
         w_map = ParamMap(dims, mod.weight.shape)
         self.set_param(new, 'weight', path, w_map, mod.weight, noisy=True,
                        in_dim=in_d)
@@ -197,10 +199,8 @@ class Builder:
             new = BranchConv2d(new, branches, self.init, self.generator)
             self.rules[f'{path}.weight'] = StateRule(
                 f'{path}.weight', path, w_map, merged=True)
-            self.noisy = [n for n in self.noisy if n[:2] != (path, 'weight')]
-            self.noisy.extend((path, n, w_map.dims.get(1))
-                              for n, _ in new.named_parameters()
-                              if n.startswith('weight'))
+            # noise stays on ``weight`` (the replicated k×k kernel) only: the
+            # new branches' weights are drawn per teacher position already
             self.branched.append(path)
         self.replace(path, new)
         self.widened.append(path)
@@ -346,7 +346,7 @@ class Builder:
             self.widened.append(path)
 
     def channel_scale(self, path, mod, lay: Layout):
-        new = copy.deepcopy(mod)
+        new = copy_structure(mod)
         for name, p in mod.named_parameters(recurse=False):
             if p.dim() == 1 and p.numel() == lay.width:
                 self.set_param(new, name, path,
@@ -356,7 +356,7 @@ class Builder:
 
     def _linear(self, path, lin, rows: DimMap, in_l: Layout):
         """A copy of ``lin`` with rows mapped by ``rows``, inputs by ``in_l``."""
-        new = copy.deepcopy(lin)
+        new = copy_structure(lin)
         n_in = in_l.counts()[in_l.index].double()
         self.set_param(new, 'weight', path,
                        ParamMap({0: rows, 1: dimmap(in_l, 1.0 / (
@@ -389,7 +389,7 @@ class Builder:
                 f'channels = {hid.teacher_width / d:g} heads; use a ratio '
                 f'that is a multiple of 1/{heads}')
             return
-        new = copy.deepcopy(mod)
+        new = copy_structure(mod)
         qk = dimmap(hid.exact())  # q, k at student scale: exact scores
         v = dimmap(hid)
         new.qkv = self._linear(f'{path}.qkv', qkv, DimMap.concat([qk, qk, v]),
@@ -400,7 +400,7 @@ class Builder:
                 continue
             kind = module_kind(child)
             if kind == 'channel_scale':  # LayerScale on the output
-                sub = copy.deepcopy(child)
+                sub = copy_structure(child)
                 for pname, p in child.named_parameters(recurse=False):
                     if p.dim() == 1 and p.numel() == c:
                         self.set_param(sub, pname, f'{path}.{name}', ParamMap(
