@@ -9,8 +9,9 @@
 #
 # Terms: RPN + RoI + mask losses of S and T_d; RPN objectness dense KD
 # T_s -> S, T_s -> T_d and (the gap term) sg(T_d) -> S; RoI softmax KD T_s -> S,
-# T_s -> T_d and sg(T_d) -> S on the sampled RoIs; feature distillation on the
-# FPN levels (T_d's folded back to 256 channels). Loss weights: 1 each
+# T_s -> T_d and sg(T_d) -> S on the sampled RoIs; the mask gap term sg(T_d) -> S
+# (binary KL per pixel of the positive RoIs' gt-class mask logits); feature
+# distillation on the FPN levels (T_d's folded back to 256 channels). Loss weights: 1 each
 # (reconstructed; the GPD paper reports no two-stage detector).
 _base_ = '../baselines/mask-rcnn_r18_fpn_1x_coco.py'
 
@@ -154,6 +155,8 @@ model = dict(
                           loss_weight=1.0),
         roi_kd_loss=dict(type='mmgpd.KDLoss', temperature=1.0,
                          loss_weight=1.0),
+        mask_gap_loss=dict(type='mmgpd.DenseKDLoss', temperature=1.0,
+                           loss_weight=1.0),
         feat_loss=dict(type='mmgpd.FeatureMSELoss', loss_weight=1.0,
                        normalize=True)))
 

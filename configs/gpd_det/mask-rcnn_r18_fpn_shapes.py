@@ -7,10 +7,11 @@
 # sampled RoIs, so its mask head trains on the student's positive RoIs and
 # mask targets. Terms: RPN + RoI + mask losses of S and T_d, the gap term on
 # the RPN objectness maps (sigmoid dense KD T_d -> S), the RoI gap term
-# (softmax KD T_d -> S on the sampled RoIs' class scores) and feature
-# distillation on the FPN levels (T_d's folded back). The mask head gets no
-# gap term of its own: it reads the FPN levels (feature term) and the
-# student's RoIs; its logits are trained by task(S) / task(T_d) only.
+# (softmax KD T_d -> S on the sampled RoIs' class scores), the mask gap term
+# (binary KL T_d -> S per pixel of the positive RoIs' gt-class mask logits,
+# mask_gap_loss) and feature distillation on the FPN levels (T_d's folded
+# back). What acts on the mask head: task(S) (mask BCE), the mask gap term,
+# and, through the FPN levels it reads, the feature term.
 _base_ = ['../baselines/mask-rcnn_r18_fpn_shapes.py']
 
 model = dict(
@@ -26,6 +27,8 @@ model = dict(
                       loss_weight=1.0),
         roi_gap_loss=dict(type='mmgpd.KDLoss', temperature=1.0,
                           loss_weight=1.0),
+        mask_gap_loss=dict(type='mmgpd.DenseKDLoss', temperature=1.0,
+                           loss_weight=1.0),
         feat_loss=dict(type='mmgpd.FeatureMSELoss', loss_weight=1.0,
                        normalize=True)))
 

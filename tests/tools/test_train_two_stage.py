@@ -85,7 +85,8 @@ def test_gpd_two_stage_trains_through_tools_train(two_stage_run):
              'loss_dynamic_teacher_rpn_cls', 'loss_dynamic_teacher_bbox',
              'loss_gap', 'loss_gap_roi', 'loss_feat_dynamic_to_student']
     if 'segm' in evaluated:
-        terms += ['loss_student_mask', 'loss_dynamic_teacher_mask']
+        terms += ['loss_student_mask', 'loss_dynamic_teacher_mask',
+                  'loss_gap_mask']
     for term in terms:
         assert f'train/{term}' in keys, term
     assert torch.isfinite(torch.tensor(
@@ -125,9 +126,11 @@ def test_extracted_two_stage_round_trips_through_mmdet(two_stage_run,
     metrics = Runner.from_cfg(plain).test()
     assert metrics['coco/bbox_mAP'] == pytest.approx(
         run_metrics['gpd/bbox_mAP_student'], abs=1e-6)
-    assert run_metrics['coco/bbox_mAP_50'] > 0  # something detected
-    if two_stage_run['epochs'] >= 30:  # masks take longer than boxes
-        assert run_metrics['coco/segm_mAP_50'] > 0
+    if two_stage_run['epochs'] >= 30:  # a run long enough to detect
+        for what in evaluated:
+            assert run_metrics[f'coco/{what}_mAP_50'] > 0
+    # (the quick run's mAP may be 0: the detections themselves are compared
+    # below, top 20 per image, scores / boxes / labels / masks)
     for what in evaluated:
         for key in (f'coco/{what}_mAP', f'coco/{what}_mAP_50',
                     f'coco/{what}_mAP_75'):

@@ -85,6 +85,14 @@ class GPDDistiller(BaseModule):
             maps. Reconstructed from the paper's description (GPD's gap term
             is on the classifier's logits; it is silent on two-stage
             detectors). Defaults to None (no RoI term).
+        mask_gap_loss (dict, optional): Mask R-CNN (and kin): the T_d → S
+            term on the mask logits of the sampled positive RoIs in their
+            ground-truth class (``outputs[...]['mask_logits']``: (R_pos, 1,
+            M, M), one per stage with a mask head, summed), e.g.
+            ``dict(type='mmgpd.DenseKDLoss')``: binary KL per mask pixel,
+            averaged over RoIs and pixels. Reconstructed (the paper has no
+            mask head). Defaults to None (the mask head is trained by the
+            task losses and, through the shared FPN, the feature term only).
         roi_kd_loss (dict, optional): Two-stage detectors with a static
             teacher: KD T_s → S / T_d (``kd_targets``) on the RoI class scores,
             T_s run on the student's sampled RoIs (``kd_loss`` then acts on
@@ -130,6 +138,7 @@ class GPDDistiller(BaseModule):
                  enable_dynamic_teacher: bool = True,
                  roi_gap_loss: Optional[dict] = None,
                  roi_kd_loss: Optional[dict] = None,
+                 mask_gap_loss: Optional[dict] = None,
                  method: Optional[Union[dict, List[dict]]] = None,
                  taps: Optional[Dict[str, Dict[str, str]]] = None,
                  fold_dynamic_teacher_taps: bool = False,
@@ -153,6 +162,7 @@ class GPDDistiller(BaseModule):
         self.feat_loss = _build_loss(feat_loss, 'feat_loss')
         self.roi_gap_loss = _build_loss(roi_gap_loss, 'roi_gap_loss')
         self.roi_kd_loss = _build_loss(roi_kd_loss, 'roi_kd_loss')
+        self.mask_gap_loss = _build_loss(mask_gap_loss, 'mask_gap_loss')
         self.enable_dynamic_teacher = enable_dynamic_teacher
         self._gpd_enabled = enable_dynamic_teacher
         self.dynamic_teacher = None
@@ -323,6 +333,16 @@ class GPDDistiller(BaseModule):
             out['loss_gap_roi'] = sum(
                 self.roi_gap_loss(s, _detach(t), None)
                 for s, t in zip(s_roi, t_roi))
+        if self.mask_gap_loss is not None and 'dynamic_teacher' in outputs:
+            s_mask = outputs['student'].get('mask_logits')
+            t_mask = outputs['dynamic_teacher'].get('mask_logits')
+            if s_mask is None or t_mask is None or len(s_mask) != len(t_mask):
+                raise ValueError('model.distiller.mask_gap_loss: the models '
+                                 'give no mask logits on the same RoIs (a '
+                                 'detector with a mask head only)')
+            out['loss_gap_mask'] = sum(
+                self.mask_gap_loss([s], [t.detach()], None)
+                for s, t in zip(s_mask, t_mask))
         if self.roi_kd_loss is not None and static:
             t_roi = outputs['static_teacher'].get('roi_logits')
             for name in self.kd_targets:

@@ -154,10 +154,14 @@ def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
     student's anchors and RoIs, and its RoI class scores line up with the
     student's row by row.
 
-    Returns ``({'feats', 'logits', 'roi_logits'}, losses | None)``:
-    ``logits`` the RPN objectness maps (one per level, (N, A, H, W),
+    Returns ``({'feats', 'logits', 'roi_logits'[, 'mask_logits']}, losses |
+    None)``: ``logits`` the RPN objectness maps (one per level, (N, A, H, W),
     sigmoid), ``roi_logits`` the RoI class scores ((R, K + 1), softmax; one
-    per cascade stage) on the sampled RoIs (with a loss only).
+    per cascade stage) on the sampled RoIs (with a loss only);
+    ``mask_logits`` (a mask head, with a loss) the mask logits of the
+    positive RoIs in their ground-truth class ((R_pos, 1, M, M), sigmoid per
+    pixel; one per stage with a mask head), which T_d's replayed samples line
+    up row by row.
     """
     from mmdet.models.utils import unpack_gt_instances
     feats = det.extract_feat(inputs)
@@ -186,18 +190,29 @@ def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
     rpn_rec = _Replay(shared['rpn'], replay, 'rpn_head.sampler')
     assign_rec = _Replay(shared['assign'], replay, 'roi_head.bbox_assigner')
     sample_rec = _Replay(shared['sample'], replay, 'roi_head.bbox_sampler')
-    scores = []
+    scores, masks = [], []
     bbox_loss = roi.bbox_loss
+    mask_loss = roi.mask_loss if getattr(roi, 'with_mask', False) else None
 
     def record_scores(*args, **kwargs):
         res = bbox_loss(*args, **kwargs)
         scores.append(res['cls_score'])
+        return res
+
+    def record_masks(*args, **kwargs):
+        # StandardRoIHead.mask_loss(x, sampling_results, ...);
+        # CascadeRoIHead.mask_loss(stage, x, sampling_results, ...)
+        res = mask_loss(*args, **kwargs)
+        sampling = args[2] if hasattr(roi, 'num_stages') else args[1]
+        masks.append(_gt_class_masks(res['mask_preds'], sampling))
         return res
     try:
         rpn_rec.patch(getattr(det.rpn_head, 'sampler', None), 'sample')
         assign_rec.patch(getattr(roi, 'bbox_assigner', None), 'assign')
         sample_rec.patch(getattr(roi, 'bbox_sampler', None), 'sample')
         roi.__dict__['bbox_loss'] = record_scores
+        if mask_loss is not None:
+            roi.__dict__['mask_loss'] = record_masks
         losses = det.rpn_head.loss_by_feat(*rpn_outs, rpn_gt, metas, gt_ignore)
         losses = {(f'rpn_{k}' if 'loss' in k and 'rpn' not in k else k): v
                   for k, v in losses.items()}
@@ -211,6 +226,7 @@ def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
         losses.update(roi.loss(feats, proposals, data_samples))
     finally:
         roi.__dict__.pop('bbox_loss', None)
+        roi.__dict__.pop('mask_loss', None)
         for rec in (rpn_rec, assign_rec, sample_rec):
             rec.restore()
     if replay and sample_rec.k != len(shared['sample']):
@@ -218,10 +234,25 @@ def _two_stage_pass(det: nn.Module, inputs: torch.Tensor, data_samples,
                            f'{sample_rec.k} times, the student '
                            f'{len(shared["sample"])}')
     out['roi_logits'] = scores
+    if masks:
+        out['mask_logits'] = masks
     # per-level lists -> one scalar each (what mmengine's parse_losses does)
     losses = {k: sum(x.mean() for x in v) if isinstance(v, (list, tuple))
               else v for k, v in losses.items()}
     return out, losses
+
+
+def _gt_class_masks(mask_preds: torch.Tensor, sampling_results):
+    """The mask logits a mask head is trained on: for each positive RoI its
+    ground-truth class's channel (a class-agnostic head: its one channel),
+    as ``(R_pos, 1, M, M)``; rows in the order of ``mask_preds`` (the
+    positive RoIs image by image, as ``FCNMaskHead.loss_and_target`` reads
+    them)."""
+    if mask_preds.shape[1] == 1:
+        return mask_preds
+    labels = torch.cat([r.pos_gt_labels for r in sampling_results])
+    rows = torch.arange(labels.numel(), device=mask_preds.device)
+    return mask_preds[rows, labels][:, None]
 
 
 def _scores_on_shared_rois(det, feats, inputs, data_samples):
