@@ -127,17 +127,22 @@ class ParamMap:
         return out
 
     def _inverse_factor(self, like: torch.Tensor) -> Optional[torch.Tensor]:
-        """1/factor at the first replicas, as one broadcastable tensor (cached)."""
+        """1/factor at the first replicas, as one broadcastable tensor (cached;
+        under ``torch.compile`` the cache is only read, so that filling it does
+        not make the compiled code recompile on the next call)."""
         key = (like.device, like.dtype)
-        if key not in self._inv_cache:
-            inv = None
-            for d, m in self.dims.items():
-                if m.factor is None:
-                    continue
-                f = _shape_for(1.0 / m.factor[m.first], d, len(self.student_shape))
-                inv = f if inv is None else inv * f
-            self._inv_cache[key] = None if inv is None else inv.to(like)
-        return self._inv_cache[key]
+        if key in self._inv_cache:
+            return self._inv_cache[key]
+        inv = None
+        for d, m in self.dims.items():
+            if m.factor is None:
+                continue
+            f = _shape_for(1.0 / m.factor[m.first], d, len(self.student_shape))
+            inv = f if inv is None else inv * f
+        inv = None if inv is None else inv.to(like)
+        if not torch.compiler.is_compiling():
+            self._inv_cache[key] = inv
+        return inv
 
     def contract(self, teacher: torch.Tensor, grad_rescale: bool = False):
         """CBR: the student tensor folded out of ``teacher`` (differentiable).

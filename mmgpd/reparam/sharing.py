@@ -41,6 +41,9 @@ class HardStudent(nn.Module):
         super().__init__()
         get_plan(teacher)
         object.__setattr__(self, '_teacher', teacher)
+        # made now, not on the first call: a compiled forward would guard on
+        # its absence and recompile once
+        object.__setattr__(self, '_caller', _Caller(self.template))
         self.grad_rescale = grad_rescale
 
     @property

@@ -242,6 +242,27 @@ class GPD(BaseModel):
             out['static_teacher'] = self.teacher
         return out
 
+    # ------------------------------------------------------------------ train
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """MMEngine's ``BaseModel.train_step``, the parameter update outside
+        ``torch.compile``.
+
+        With ``compile=True`` MMEngine's Runner compiles this method. The
+        preprocessing, the forwards of S / T_d / T_s and the loss terms are
+        compiled; ``optim_wrapper.update_params`` (backward — AOTAutograd's
+        compiled backward still runs —, loss scaling, ``clip_grad``, the
+        optimizer step) runs eagerly: a compiled optimizer step guards on the
+        learning rate, a Python float that an lr schedule changes every
+        iteration, so it would recompile each iteration until Dynamo's
+        recompile limit.
+        """
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        _update_params(optim_wrapper, parsed_losses)
+        return log_vars
+
     # ---------------------------------------------------------------- forward
     def forward(self, inputs: torch.Tensor, data_samples=None, mode='tensor'):
         if self.channels_last and isinstance(inputs, torch.Tensor) and \
@@ -299,3 +320,8 @@ class GPD(BaseModel):
                 out[name] = ('static_teacher', paths,
                              lambda o, m=m: m.adapt_teacher(o))
         return out or None
+
+
+@torch.compiler.disable(reason='optimizer step: eager (lr changes per iteration)')
+def _update_params(optim_wrapper, loss: torch.Tensor) -> None:
+    optim_wrapper.update_params(loss)
