@@ -302,11 +302,50 @@ def inverse_reparameterize(student: nn.Module,
     if example_inputs is None:
         example_inputs = default_probe_inputs(student, generator=generator)
 
+    build = dict(ratio=ratio, branches=branches, init=init, noise=noise,
+                 noise_mode=noise_mode, forward_fn=forward_fn,
+                 generator=generator)
+    noisy = noise > 0 and noise_mode == 'iid'
+    tol = tol if tol is not None else (1e-4 if noisy else 1e-5)
+    one = _first_image(example_inputs)
+    if one is not None:
+        # layouts do not depend on the batch: plan on one image (the tag
+        # bookkeeping scales with the activations), verify on the whole
+        # probe; anything that fails is retried on the whole probe (a
+        # batch-size dependent forward, e.g. ``squeeze()``)
+        try:
+            teacher = _build_teacher(student, one, **build)
+            if verify:
+                teacher.gpd_plan.ir_deviation = verify_teacher(
+                    student, teacher, example_inputs, forward_fn, tol)
+            return teacher
+        except (UnsupportedModuleError, IRVerificationError, ValueError,
+                RuntimeError):
+            pass
+    teacher = _build_teacher(student, example_inputs, **build)
+    if verify:
+        teacher.gpd_plan.ir_deviation = verify_teacher(
+            student, teacher, example_inputs, forward_fn, tol)
+    return teacher
+
+
+def _first_image(inputs) -> Optional[torch.Tensor]:
+    """``inputs[:1]`` for a batch tensor of two or more images, else None."""
+    if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2 \
+            and inputs.shape[0] >= 2:
+        return inputs[:1]
+    return None
+
+
+def _build_teacher(student, plan_inputs, ratio, branches, init, noise,
+                   noise_mode, forward_fn, generator) -> nn.Module:
+    """Plan layouts on ``plan_inputs``, apply the rules, add noise: T_d with
+    its :class:`ReparamPlan` (not verified)."""
     modes = _Modes(student)
     student.eval()
     try:
         layout_plan = plan_layouts(
-            student, example_inputs, forward_fn, ratio,
+            student, plan_inputs, forward_fn, ratio,
             attr_fn=lambda t, planner: widen_attributes(t, ratio))
     finally:
         modes.restore()
@@ -322,7 +361,7 @@ def inverse_reparameterize(student: nn.Module,
     widen_attributes(teacher, ratio)
     if noise > 0:
         _add_noise(teacher, builder.noisy, noise, generator, noise_mode)
-    plan = ReparamPlan(
+    teacher.gpd_plan = ReparamPlan(
         template=copy_structure(student),  # runs on derived tensors only
         rules=_complete_rules(student, teacher, builder.rules),
         ratio=ratio, branches=branches, init=init, noise=noise,
@@ -330,12 +369,6 @@ def inverse_reparameterize(student: nn.Module,
         widened=builder.widened, branched=builder.branched,
         forward_fn=forward_fn, layouts=builder.layouts,
         plan_iterations=layout_plan.iterations)
-    teacher.gpd_plan = plan
-    if verify:
-        noisy = noise > 0 and noise_mode == 'iid'
-        tol = tol if tol is not None else (1e-4 if noisy else 1e-5)
-        plan.ir_deviation = verify_teacher(student, teacher, example_inputs,
-                                           forward_fn, tol)
     return teacher
 
 
