@@ -400,3 +400,55 @@ def test_hard_student_moves_with_its_module():
                if t.is_floating_point())
     out = holder.student(torch.randn(2, 3, 8, 8, dtype=torch.float64))
     assert out.dtype == torch.float64
+
+
+class _SqueezeNet(TinyNet):
+    """``squeeze()`` drops the batch dim for one image: a forward whose ops
+    depend on the batch size."""
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.pool(self.act(self.dw(y))).squeeze()
+        if y.dim() == 1:  # one image: (C,) -> a different op sequence
+            y = y.unsqueeze(0).expand(2, -1)[:1].contiguous()
+        y = self.ln(self.gelu(self.fc0(y))) + y
+        return self.fc(y)
+
+
+def test_ir_plans_on_one_image_and_verifies_on_the_whole_probe(monkeypatch):
+    import mmgpd.reparam.ir as ir
+    seen = []
+    plan = ir.plan_layouts
+
+    def spy(student, inputs, *args, **kwargs):
+        seen.append(inputs.shape[0])
+        return plan(student, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(ir, 'plan_layouts', spy)
+    x = torch.randn(3, 3, 8, 8)
+    net = make_net()
+    teacher = inverse_reparameterize(net, 2, example_inputs=x)
+    assert seen == [1]
+    assert get_plan(teacher).ir_deviation <= TOL
+    # whatever fails on one image is planned again on the whole probe
+    seen.clear()
+    calls = []
+    build = ir._build_teacher
+
+    def failing_once(student, plan_inputs, **kw):
+        calls.append(plan_inputs.shape[0])
+        if len(calls) == 1:
+            raise IRVerificationError('planned on one image only', where='x')
+        return build(student, plan_inputs, **kw)
+
+    monkeypatch.setattr(ir, '_build_teacher', failing_once)
+    teacher = inverse_reparameterize(make_net(), 2, example_inputs=x)
+    assert calls == [1, 3]
+    assert get_plan(teacher).ir_deviation <= TOL
+    monkeypatch.setattr(ir, '_build_teacher', build)
+    # a batch-dependent forward still gets an exact teacher
+    torch.manual_seed(0)
+    net = randomize_norms(_SqueezeNet(8), torch.Generator().manual_seed(0))
+    teacher = inverse_reparameterize(net, 2, example_inputs=x)
+    assert max_relative_deviation(run(teacher, x, False),
+                                  run(net, x, False)) <= TOL
