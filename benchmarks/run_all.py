@@ -5,10 +5,12 @@ Runs, in this order, each in this process with its own ``main(argv)``:
 1. :mod:`benchmarks.exactness` — IR / CBR deviations over the model zoo;
 2. :mod:`benchmarks.coverage` — IR over every mmpretrain backbone: exact or
    refused (also writes ``<out-dir>/coverage.md``);
-3. :mod:`benchmarks.cost` — time and memory per training step;
-4. :mod:`benchmarks.accuracy` — GPD vs student / KD / DKD on digits (full and
+3. :mod:`benchmarks.ir_time` — IR seconds with and without noise (ResNet-18
+   r=2, ResNet-50 r=2 + branches);
+4. :mod:`benchmarks.cost` — time and memory per training step;
+5. :mod:`benchmarks.accuracy` — GPD vs student / KD / DKD on digits (full and
    10 % training labels, 8 seeds) and the gap plots;
-5. :mod:`benchmarks.capacity_gap` — does the gap matter? A narrow student's
+6. :mod:`benchmarks.capacity_gap` — does the gap matter? A narrow student's
    accuracy against the static teacher's size (four teachers) for every
    method alone and + GPD, GPD* at four ratios, 3-5 seeds per cell, both
    regimes; the table, the plot, the gap curves and the papers' claims judged
@@ -21,7 +23,8 @@ of each part, prints the tables and, for a full run into the default
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->``) from ``bench.md``.
 
     python -m benchmarks.run_all [--quick] [--out-dir results] [--device cpu]
-        [--jobs 2] [--parts exactness coverage cost accuracy capacity_gap]
+        [--jobs 2] [--parts exactness coverage ir_time cost accuracy
+        capacity_gap]
         [--no-readme]
     python -m benchmarks.run_all --readme-only     # README block from results/bench.md
 
@@ -46,12 +49,14 @@ from mmgpd.utils.fileio import atomic_write_text
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS_DIR = osp.join(ROOT, 'results')
 README = osp.join(ROOT, 'README.md')
-PARTS = ('exactness', 'coverage', 'cost', 'accuracy', 'capacity_gap')
+PARTS = ('exactness', 'coverage', 'ir_time', 'cost', 'accuracy',
+         'capacity_gap')
 BEGIN, END = '<!-- bench:begin -->', '<!-- bench:end -->'
 
 TITLES = dict(
     exactness='Exactness of IR and CBR (fp32)',
     coverage='IR coverage of the mmpretrain zoo (one small arch per backbone)',
+    ir_time='IR time, with and without symmetry-breaking noise',
     cost='Cost per training step',
     accuracy='Accuracy on real data: scikit-learn digits',
     capacity_gap='Does the gap matter? Student accuracy against teacher size '
