@@ -207,11 +207,12 @@ def command_line(spec: dict) -> str:
 run_spec = run_training
 
 
-def execute(specs, jobs: int, threads: int, log=print) -> dict:
+def execute(specs, jobs: int, threads: int, log=print,
+            resume: bool = False) -> dict:
     """:func:`benchmarks.common.execute`: teachers first, then the costliest
     runs (:func:`estimated_cost`) first."""
     return _execute(specs, jobs, threads, log=log, cost=estimated_cost,
-                    tag='accuracy')
+                    tag='accuracy', resume=resume)
 
 
 def summarize(specs, results, regimes, seeds):
@@ -342,6 +343,9 @@ def parse_args(argv=None):
                         help='parallel worker processes (default 2)')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads per worker (default 1)')
+    parser.add_argument('--resume', action='store_true',
+                        help='reuse the runs an earlier, interrupted run '
+                        'finished in --work-dir (same config and options)')
     parser.add_argument('--work-dir', default=None,
                         help='run directories (default work_dirs/bench/accuracy'
                         ', --quick: work_dirs/bench/accuracy_quick)')
@@ -383,7 +387,7 @@ def main(argv=None) -> dict:
           f'{args.jobs} processes x {args.threads} thread(s); work dir '
           f'{work_dir}', flush=True)
     results = execute(specs, args.jobs, args.threads,
-                      log=lambda s: print(s, flush=True))
+                      log=lambda s: print(s, flush=True), resume=args.resume)
     rows, comparisons = summarize(specs, results, regimes, seeds)
     plots = make_plots(results, plot_dir, log=lambda s: print(s, flush=True))
     md = markdown(rows, comparisons, regimes, seeds, args.quick)

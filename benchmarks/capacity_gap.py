@@ -1090,6 +1090,9 @@ def parse_args(argv=None):
                         help='parallel worker processes (default 2)')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads per worker (default 1)')
+    parser.add_argument('--resume', action='store_true',
+                        help='reuse the runs an earlier, interrupted sweep '
+                        'finished in --work-dir (same config and options)')
     parser.add_argument('--work-dir', default=None,
                         help='run directories (default work_dirs/bench/'
                         'capacity_gap[_quick])')
@@ -1198,7 +1201,8 @@ def main(argv=None) -> dict:
         return dict(benchmark='capacity_gap', plan=True, estimate=est,
                     runs=len(specs), specs=specs, sweep=sweep)
     results = execute(specs, args.jobs, args.threads,
-                      log=lambda s: print(s, flush=True), tag='capacity_gap')
+                      log=lambda s: print(s, flush=True), tag='capacity_gap',
+                      resume=args.resume)
     teacher_rows, rows = summarize(specs, results, regimes, sweep)
     claims = evaluate_claims(rows, teacher_rows, regimes, sweep)
     params = {t: count_params(*TEACHERS[t]) for t in sweep['teachers']}

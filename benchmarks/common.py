@@ -227,9 +227,47 @@ def run_training(spec: dict) -> dict:
                 + os.path.relpath(spec['test_config'], _ROOT))
             out['extracted_checkpoint'] = ckpt
         out['cpu_s'] = time.process_time() - cpu0
+        from mmgpd.utils.fileio import atomic_write_json
+        atomic_write_json(os.path.join(spec['work_dir'], RESULT_FILE),
+                          dict(out, fingerprint=fingerprint(spec)))
         return out
     finally:
         _restore_output(saved)
+
+
+#: a finished run's result (with its spec's fingerprint), in its work dir
+RESULT_FILE = 'result.json'
+
+
+def fingerprint(spec: dict) -> str:
+    """What decides a run's result: its config (path and text), training and
+    test options, test config. Work dir and threads are left out."""
+    import hashlib
+    import json
+    h = hashlib.sha256()
+    for path in (spec['config'], spec.get('test_config')):
+        h.update(str(path).encode())
+        if path and os.path.isfile(path):
+            with open(path, 'rb') as f:
+                h.update(f.read())
+    h.update(json.dumps([spec.get('key'), list(spec['options']),
+                         spec.get('test_options')], default=str).encode())
+    return h.hexdigest()
+
+
+def finished_result(spec: dict):
+    """The saved result of ``spec``'s earlier run when its fingerprint
+    matches (``--resume``), else None."""
+    import json
+    path = os.path.join(spec['work_dir'], RESULT_FILE)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if saved.pop('fingerprint', None) != fingerprint(spec):
+        return None
+    return saved
 
 
 def _init_worker(threads):
@@ -241,7 +279,7 @@ def _init_worker(threads):
 
 
 def execute(specs, jobs: int, threads: int, log=print, cost=None,
-            tag: str = 'bench') -> dict:
+            tag: str = 'bench', resume: bool = False) -> dict:
     """Run every spec in ``jobs`` spawned worker processes, teachers first.
 
     A spec with ``depends`` (the key of another spec, e.g. its static
@@ -250,6 +288,12 @@ def execute(specs, jobs: int, threads: int, log=print, cost=None,
     ``cost(spec)`` (default ``spec.get('cost', 0)``), so that few slots idle
     at the end. Each worker is a spawned process with ``threads`` torch
     threads (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set before it starts).
+
+    With ``resume``, a spec whose work dir holds the result of a finished run
+    with the same :func:`fingerprint` (config text, options) is not run again:
+    its saved result is used (an interrupted sweep continues where it
+    stopped; code changes are not in the fingerprint, so start from a clean
+    work dir after them).
 
     Returns ``{key: result}`` (:func:`run_training`'s, plus ``wall_s``); failed
     runs raise ``RuntimeError`` naming each and its log, after the running
@@ -261,7 +305,16 @@ def execute(specs, jobs: int, threads: int, log=print, cost=None,
 
     cost = cost or (lambda s: s.get('cost', 0.0))
     results, failures = {}, []
-    pending = sorted(specs, key=lambda s: (s['method'] != 'teacher', -cost(s)))
+    if resume:
+        for spec in specs:
+            saved = finished_result(spec)
+            if saved is not None:
+                results[spec['key']] = saved
+        if results:
+            log(f'[{tag}] --resume: {len(results)} of {len(specs)} runs '
+                'finished earlier, reused')
+    pending = sorted((s for s in specs if s['key'] not in results),
+                     key=lambda s: (s['method'] != 'teacher', -cost(s)))
     total = len(specs)
     ctx = mp.get_context('spawn')
     env_threads = {k: os.environ.get(k) for k in ('OMP_NUM_THREADS',

@@ -102,12 +102,16 @@ def part_argv(name: str, args, out_dir: str) -> list:
             'accuracy_quick' if args.quick else 'accuracy')
         argv += ['--work-dir', work, '--plot-dir', out_dir,
                  '--jobs', str(args.jobs)]
+        if args.resume:
+            argv.append('--resume')
     elif name == 'capacity_gap':
         work = args.capacity_work_dir or osp.join(
             ROOT, 'work_dirs', 'bench',
             'capacity_gap_quick' if args.quick else 'capacity_gap')
         argv += ['--work-dir', work, '--out-dir', out_dir,
                  '--jobs', str(args.jobs)]
+        if args.resume:
+            argv.append('--resume')
     elif name == 'coverage':  # coverage.md beside coverage.json
         argv += ['--device', args.device, '--out-dir', out_dir]
     else:
@@ -323,6 +327,10 @@ def parse_args(argv=None):
     parser.add_argument('--jobs', type=int, default=2,
                         help='parallel training processes (one thread each) '
                         'of the accuracy and capacity_gap parts')
+    parser.add_argument('--resume', action='store_true',
+                        help='accuracy and capacity_gap reuse the runs an '
+                        'interrupted `make bench` finished (same config and '
+                        'options; start clean after code changes)')
     parser.add_argument('--accuracy-work-dir',
                         help='run dirs of the accuracy part (default '
                         'work_dirs/bench/accuracy[_quick])')

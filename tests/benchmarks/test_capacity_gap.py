@@ -386,7 +386,7 @@ def _check_result(result, regimes, sweep):
     assert all(c['outcome'] == 'cannot decide' for c in result['claims'])
 
 
-def test_tiny_real_sweep(tmp_path):
+def test_tiny_real_sweep(tmp_path, capsys):
     """One regime, two teachers, KD alone, GPD* at ratio 2 (no + GPD cells:
     the slow --quick test has them): six trainings through tools/train.py,
     the tables, the claims and both plots."""
@@ -412,6 +412,39 @@ def test_tiny_real_sweep(tmp_path):
     assert '*Cannot decide:*' in claims and 'not run in this sweep' in claims
     for png in result['plots']:
         assert open(png, 'rb').read(8) == PNG
+    # --resume: the six finished runs are reused, nothing trains again
+    capsys.readouterr()
+    again = cg.main(['--quick', '--regimes', 'full', '--teachers', 'r18w8',
+                     'r18w16', '--methods', 'kd', '--ratios', '2',
+                     '--plus-gpd', 'none', '--work-dir', str(tmp_path / 'runs'),
+                     '--out-json', str(tmp_path / 'again.json'), '--resume'])
+    assert '6 of 6 runs finished earlier, reused' in capsys.readouterr().out
+    assert json.loads(json.dumps(again['rows'])) == data['rows']
+    from benchmarks.common import RESULT_FILE
+    saved = [d for d, _, files in os.walk(tmp_path / 'runs')
+             if RESULT_FILE in files]
+    assert len(saved) == 6
+
+
+def test_resume_reuses_only_the_same_run(tmp_path):
+    from benchmarks.common import (RESULT_FILE, fingerprint,
+                                   finished_result)
+    config = tmp_path / 'cfg.py'
+    config.write_text('x = 1\n')
+    spec = dict(key='full/kd/r18w8/seed0', config=str(config),
+                options=['randomness.seed=0'], test_options=None,
+                test_config=None, work_dir=str(tmp_path / 'run'), threads=1)
+    assert finished_result(spec) is None  # nothing saved yet
+    os.makedirs(spec['work_dir'])
+    (tmp_path / 'run' / RESULT_FILE).write_text(json.dumps(
+        dict(extracted_acc=97.5, fingerprint=fingerprint(spec))))
+    assert finished_result(spec) == dict(extracted_acc=97.5)
+    # threads and the work dir's name do not matter; options and the
+    # config's text do
+    assert finished_result(dict(spec, threads=2)) is not None
+    assert finished_result(dict(spec, options=['randomness.seed=1'])) is None
+    config.write_text('x = 2\n')
+    assert finished_result(spec) is None
 
 
 @pytest.fixture(scope='module')
