@@ -25,6 +25,7 @@ Usage::
 
     python -m benchmarks.compile_ratio [--settings digits,imagenet]
         [--batch N] [--repeats 10] [--check-steps 3] [--threads 1]
+        [--memory-formats contiguous,channels_last]
         [--out-json results/compile_ratio.json] [--quick]
 """
 import copy
@@ -41,13 +42,18 @@ BATCH = {'digits': 64, 'imagenet': 2}
 QUICK_BATCH = {'digits': 16, 'imagenet': 2}
 
 
-def build(spec, seed: int = 0):
+def build(spec, seed: int = 0, channels_last: bool = False):
     """GPD* (ratio 2) and its SGD wrapper, from ``seed``."""
     from mmengine.optim import OptimWrapper
 
-    from benchmarks.cost import _gpd
+    from benchmarks.cost import DISTILLERS
+    from mmgpd.registry import MODELS
     torch.manual_seed(seed)
-    model = _gpd(spec, 'gpd', None).train()
+    model = MODELS.build(dict(
+        type='mmgpd.GPD', architecture=copy.deepcopy(spec['student']),
+        data_preprocessor=copy.deepcopy(spec['data_preprocessor']),
+        distiller=dict(type='mmgpd.GPDDistiller', **DISTILLERS['gpd']),
+        channels_last=channels_last)).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optim = OptimWrapper(optimizer=torch.optim.SGD(
         params, lr=1e-3, momentum=0.9, weight_decay=1e-4))
@@ -70,13 +76,14 @@ def max_rel_diff(a: dict, b: dict) -> float:
     return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) for k in b)
 
 
-def run_setting(name: str, spec, batch: int, check_steps: int, repeats: int):
+def run_setting(name: str, spec, batch: int, check_steps: int, repeats: int,
+                channels_last: bool = False):
     from benchmarks.cost import make_batch
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     spec = dict(spec, quick_batch=batch, batch=batch)
-    eager, eager_ow = build(spec)
-    compiled, compiled_ow = build(spec)
+    eager, eager_ow = build(spec, channels_last=channels_last)
+    compiled, compiled_ow = build(spec, channels_last=channels_last)
     compile_like_runner(compiled)
     batches = [make_batch(spec, False, seed=i) for i in range(check_steps)]
     per_step, diffs, first_s = [], [], None
@@ -111,6 +118,7 @@ def run_setting(name: str, spec, batch: int, check_steps: int, repeats: int):
     breaks = dict(counters['graph_break'])
     return dict(
         setting=name, describe=spec['describe'], batch=batch,
+        memory_format='channels_last' if channels_last else 'contiguous',
         size=spec['size'], check_steps=check_steps,
         max_rel_loss_diff=max(diffs), rel_loss_diff_per_step=diffs,
         losses=per_step, compile_s=first_s, second_call_s=extra_s,
@@ -130,6 +138,9 @@ def main(argv=None):
                         f'{BATCH}, --quick {QUICK_BATCH})')
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--check-steps', type=int, default=3)
+    parser.add_argument('--memory-formats', default='contiguous',
+                        help='comma-separated: contiguous, channels_last '
+                        '(model.channels_last of both models)')
     args = parser.parse_args(argv)
     if args.device != 'cpu':
         parser.error('compile_ratio runs on the CPU (Inductor C++) only')
@@ -142,6 +153,9 @@ def main(argv=None):
         parser.error(f'--settings: unknown {unknown}; choose from '
                      f'{sorted(SETTINGS)}')
     threads = args.threads or 1
+    formats = [f for f in args.memory_formats.split(',') if f]
+    if not formats or set(formats) - {'contiguous', 'channels_last'}:
+        parser.error('--memory-formats: contiguous and / or channels_last')
     rows = []
     quiet_logs()
     with num_threads(threads):
@@ -149,12 +163,15 @@ def main(argv=None):
         init_default_scope('mmpretrain')
         for name in names:
             batch = args.batch or (QUICK_BATCH if args.quick else BATCH)[name]
-            rows.append(run_setting(name, SETTINGS[name](), batch,
-                                    args.check_steps, args.repeats))
+            for fmt in formats:
+                rows.append(run_setting(
+                    name, SETTINGS[name](), batch, args.check_steps,
+                    args.repeats, channels_last=fmt == 'channels_last'))
     table = markdown_table(
         [dict(r, input=f"{r['batch']}x3x{r['size']}x{r['size']}")
          for r in rows],
         [('setting', 'setting', ''), ('input', 'input', ''),
+         ('memory_format', 'memory format', ''),
          ('eager_ms', 'eager ms/step', '.1f'),
          ('compiled_ms', 'compiled ms/step', '.1f'),
          ('ratio', 'compiled / eager', '.3f'), ('paired', 'paired', '.3f'),
