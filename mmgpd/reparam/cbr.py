@@ -55,7 +55,8 @@ def derive_student_state(teacher: nn.Module,
         forward in train mode).
     """
     plan = get_plan(teacher)
-    with full_precision():  # CBR's contract / rescale / merges stay fp32
+    # CBR's contract / rescale / merges stay fp32
+    with full_precision('cuda'), full_precision('cpu'):
         return _derive(teacher, plan, grad_rescale)
 
 

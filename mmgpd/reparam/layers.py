@@ -45,15 +45,15 @@ def _scale_shape(dim: int, ndim: int, width: int):
 REDUCED_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def full_precision(device_types: Sequence[str] = ('cpu', 'cuda')):
-    """A context in which autocast is off on ``device_types`` where it is on:
-    the CBR / branch-merge arithmetic on fp32 parameters stays fp32 (autocast
-    would run their matmuls, e.g. the ``1x1_kxk`` merge, in fp16 / bf16)."""
-    stack = contextlib.ExitStack()
-    for device_type in device_types:
-        if torch.is_autocast_enabled(device_type):
-            stack.enter_context(torch.autocast(device_type, enabled=False))
-    return stack
+def full_precision(device_type: str = 'cpu'):
+    """A context in which autocast is off on ``device_type`` if it is on: the
+    CBR / branch-merge arithmetic on fp32 parameters stays fp32 (autocast
+    would run their matmuls, e.g. the ``1x1_kxk`` merge, in fp16 / bf16).
+    A plain ``torch.autocast`` / ``nullcontext``, which ``torch.compile``
+    traces."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _powers_of_two(scale: torch.Tensor) -> bool:
@@ -371,7 +371,7 @@ class BranchConv2d(nn.Conv2d):
                 student's first replicas; merging is linear per block).
             in_channels (int, optional): See ``out_channels``.
         """
-        with full_precision((self.weight.device.type, )):
+        with full_precision(self.weight.device.type):
             return self._merge(slice(None, out_channels),
                                slice(None, in_channels))
 

@@ -92,3 +92,42 @@ def test_compile_ratio_imagenet_resnet18_losses_equal_eager():
     row = _ratio_row('imagenet', 2)
     assert row['max_rel_loss_diff'] <= LOSS_RTOL
     assert len(row['losses']) == 3
+
+
+def test_compiled_cbr_under_autocast_stays_fp32():
+    """CBR's autocast-off region (``full_precision``) traces in one graph."""
+    from mmgpd.registry import MODELS
+    from mmgpd.reparam import derive_student_state
+
+    from ..models.test_gpd import gpd_cfg
+    torch.manual_seed(0)
+    model = MODELS.build(gpd_cfg(ratio=3, branches=('1x1', '1x1_kxk')))
+    teacher = model.dynamic_teacher
+    ref = derive_student_state(teacher)
+    torch._dynamo.reset()
+    derive = torch.compile(derive_student_state, fullgraph=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = derive(teacher)
+    assert set(got) == set(ref)
+    for name, value in ref.items():
+        assert got[name].dtype == value.dtype, name
+        torch.testing.assert_close(got[name], value, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_runner_compile_with_amp_and_channels_last(tmp_path):
+    """--amp (CPU bf16) + model.channels_last=True + compile=True: the eager
+    bf16 losses within bf16 rounding of a loss of ~10 (8 eps_bf16)."""
+    import train as train_tool
+    opts = ['model.channels_last=True']
+    eager = train_tool.main([CFG, '--amp', '--work-dir', str(tmp_path / 'e'),
+                             *QUICK, *opts])
+    torch._dynamo.reset()
+    compiled = train_tool.main([CFG, '--amp', '--work-dir',
+                                str(tmp_path / 'c'), *QUICK, *opts,
+                                'compile=True'])
+    for key in ('loss', 'loss_student', 'loss_dynamic_teacher', 'loss_gap'):
+        ref, got = _history(eager, key), _history(compiled, key)
+        assert len(got) == 3
+        for a, b in zip(got, ref):
+            assert a == pytest.approx(b, rel=8 * 2.0**-7), key
