@@ -45,6 +45,17 @@ The unavoidable parts of a GPD step, measured in the same run:
 
 ``x parts`` = the method's step time / the sum of its parts' (goal ≤ 1.10).
 
+Setting ``faster_rcnn`` (a two-stage detector: mmdet's Faster R-CNN R18-FPN,
+configs/baselines/faster-rcnn_r18_fpn_1x_coco.py without the ImageNet
+download, 80 classes, batch 2 at 512², random images with 4 random boxes
+each): ``student`` (the plain detector's ``train_step``), ``gpd`` (GPD*,
+ratio 2, the shapes recipe's terms: RPN gap term ``DenseKDLoss``, RoI gap
+term ``KDLoss``, FPN ``FeatureMSELoss``; T_d replays S's proposals and sampled
+RoIs) and its parts ``part_dynamic_teacher`` (T_d alone as a plain detector:
+its own proposal decoding and sampling, which GPD's T_d pass skips, so the
+parts slightly overcount) and ``part_student``. The classification methods
+do not apply to it and are skipped.
+
 Timing: models built once, then rounds in which every method / part runs one
 step in turn (round-robin, the start rotating each round, so machine noise hits
 all alike); ``--warmup`` rounds dropped, medians of ``--repeats`` rounds.
@@ -64,7 +75,8 @@ reused silently; falls back to ``ru_maxrss`` where the peak cannot be reset.
 Usage::
 
     python -m benchmarks.cost [--quick] [--out-json PATH] [--device cpu|cuda]
-        [--amp] [--settings imagenet,digits] [--repeats 5] [--warmup 1]
+        [--amp] [--settings imagenet,digits,faster_rcnn] [--repeats 5]
+        [--warmup 1]
         [--threads N] [--no-memory]
 """
 import contextlib
@@ -171,7 +183,49 @@ def _digits():
                 'ResNet_CIFAR-34 width 32')
 
 
-SETTINGS = {'imagenet': _imagenet, 'digits': _digits}
+#: the two-stage setting's GPD (configs/gpd_det/faster-rcnn_r18_fpn_shapes.py's
+#: terms) and the units that apply to detectors
+DET_DISTILLER = dict(
+    ratio=2,
+    gap_loss=dict(type='mmgpd.DenseKDLoss', temperature=1.0, loss_weight=1.0),
+    roi_gap_loss=dict(type='mmgpd.KDLoss', temperature=1.0, loss_weight=1.0),
+    feat_loss=dict(type='mmgpd.FeatureMSELoss', loss_weight=1.0,
+                   normalize=True))
+DET_UNITS = ('student', 'gpd', 'part_dynamic_teacher', 'part_student')
+
+
+def _strip_pretrained(cfg):
+    """Drop ``Pretrained`` init_cfgs (no download: cost does not depend on
+    the initial weights)."""
+    if isinstance(cfg, dict):
+        init = cfg.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        for v in cfg.values():
+            _strip_pretrained(v)
+    return cfg
+
+
+def _faster_rcnn():
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs/baselines/faster-rcnn_r18_fpn_1x_coco.py'))
+    # a ConfigDict (mmdet's detectors read train_cfg.rpn by attribute)
+    student = _strip_pretrained(copy.deepcopy(cfg.model))
+    preprocessor = student.pop('data_preprocessor')
+    return dict(kind='detection', scope='mmdet', student=student,
+                teacher=None, data_preprocessor=preprocessor,
+                distillers={'gpd': DET_DISTILLER}, units=DET_UNITS,
+                num_classes=80, batch=2, size=512, quick_batch=2,
+                quick_size=128, boxes_per_image=4,
+                describe='mmdet Faster R-CNN R18-FPN (80 classes; 256-wide '
+                'FPN / RPN / RoI extractor, 1024-wide shared FCs), GPD* r=2 '
+                '(T_d replays S\'s proposals and RoIs; RPN + RoI gap terms, '
+                'FPN feature term)')
+
+
+SETTINGS = {'imagenet': _imagenet, 'digits': _digits,
+            'faster_rcnn': _faster_rcnn}
 
 
 # --------------------------------------------------------------------- units
@@ -204,6 +258,8 @@ def _autocast(device, amp: bool):
 
 def make_batch(spec, quick: bool, seed: int = 0) -> dict:
     """A batch as a dataloader yields it: uint8 images + DataSamples."""
+    if spec.get('kind') == 'detection':
+        return _det_batch(spec, quick, seed)
     from mmpretrain.structures import DataSample
     n = spec['quick_batch'] if quick else spec['batch']
     size = spec['quick_size'] if quick else spec['size']
@@ -212,6 +268,31 @@ def make_batch(spec, quick: bool, seed: int = 0) -> dict:
                             dtype=torch.uint8) for _ in range(n)]
     labels = torch.randint(0, spec['num_classes'], (n, ), generator=g)
     samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _det_batch(spec, quick: bool, seed: int = 0) -> dict:
+    """Detection batch: uint8 images and DetDataSamples with
+    ``boxes_per_image`` random boxes (10-40 % of the side) and labels."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    n = spec['quick_batch'] if quick else spec['batch']
+    size = spec['quick_size'] if quick else spec['size']
+    k = spec['boxes_per_image']
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for i in range(n):
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=g,
+                                    dtype=torch.uint8))
+        xy = torch.rand(k, 2, generator=g) * size * 0.6
+        wh = (0.1 + 0.3 * torch.rand(k, 2, generator=g)) * size
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_shape=(size, size), ori_shape=(size, size),
+            scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=1),
+            labels=torch.randint(0, spec['num_classes'], (k, ), generator=g))
+        samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
 
@@ -226,7 +307,8 @@ def _classifier(spec, key: str):
 
 def _gpd(spec, method: str, teacher_ckpt: str):
     from mmgpd.registry import MODELS
-    distiller = dict(type='mmgpd.GPDDistiller', **DISTILLERS[method])
+    distillers = spec.get('distillers', DISTILLERS)
+    distiller = dict(type='mmgpd.GPDDistiller', **distillers[method])
     cfg = dict(type='mmgpd.GPD', architecture=copy.deepcopy(spec['student']),
                data_preprocessor=copy.deepcopy(spec['data_preprocessor']),
                distiller=distiller)
@@ -237,7 +319,32 @@ def _gpd(spec, method: str, teacher_ckpt: str):
 
 
 def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
-    """Build method / part ``name`` on ``device``: a :class:`Unit`."""
+    """Build method / part ``name`` on ``device``: a :class:`Unit` (in the
+    setting's registry scope: mmpretrain, or mmdet for detectors)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(spec.get('scope',
+                                                       'mmpretrain')):
+        if spec.get('kind') == 'detection':
+            return _build_det_unit(name, spec, data, device, amp)
+        return _build_unit(name, spec, data, device, amp, teacher_ckpt)
+
+
+def _build_det_unit(name: str, spec, data, device, amp: bool):
+    """A detector's unit: ``student``, ``gpd``, ``part_dynamic_teacher`` (T_d
+    as IR grows it inside GPD, stepped alone) or ``part_student``."""
+    if name not in spec['units']:
+        raise KeyError(f'{name!r} does not apply to detectors '
+                       f'({", ".join(spec["units"])})')
+    if name in ('gpd', 'part_dynamic_teacher'):
+        model = _gpd(spec, 'gpd', None).to(device).train()
+        if name == 'part_dynamic_teacher':
+            model = model.distiller.dynamic_teacher
+        ow = _optim_wrapper(model, amp)
+        return Unit(lambda: model.train_step(data, ow), model, ow)
+    return _build_unit(name, spec, data, device, amp, None)
+
+
+def _build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
     if name == 'student':
         model = _classifier(spec, 'student').to(device).train()
         ow = _optim_wrapper(model, amp)
@@ -392,8 +499,11 @@ def _reviewkd_part(spec, data, device, amp, teacher_ckpt, target='student'):
     return Unit(step, method, ow)
 
 
-def save_teacher_ckpt(spec, folder: str) -> str:
-    """A static-teacher checkpoint (random init: cost does not depend on it)."""
+def save_teacher_ckpt(spec, folder: str):
+    """A static-teacher checkpoint (random init: cost does not depend on it);
+    None for a setting without one."""
+    if spec.get('teacher') is None:
+        return None
     path = osp.join(folder, 'static_teacher.pth')
     torch.save({'state_dict': _classifier(spec, 'teacher').state_dict()}, path)
     return path
@@ -474,6 +584,7 @@ def memory_worker(setting: str, names, quick: bool, device, amp: bool,
                   steps: int) -> dict:
     """In this (fresh) process: each unit alone, built, stepped, freed."""
     spec = SETTINGS[setting]()
+    names = applicable(spec, names)
     data = make_batch(spec, quick)
     meter = _Meter(device)
     out = {}
@@ -576,7 +687,8 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision (CUDA: AmpOptimWrapper, float16)')
     parser.add_argument('--settings', default='imagenet,digits',
-                        help='comma-separated: imagenet, digits')
+                        help='comma-separated: imagenet, digits, faster_rcnn '
+                        '(a two-stage detector: student, gpd and its parts)')
     parser.add_argument('--methods', default=','.join(METHODS + PARTS),
                         help='comma-separated methods and parts to run')
     parser.add_argument('--repeats', type=int, help='measured rounds '
@@ -611,6 +723,12 @@ def main(argv=None) -> dict:
         return _run(args)
 
 
+def applicable(spec, names):
+    """The methods / parts of ``names`` that the setting can run."""
+    units = spec.get('units')
+    return [n for n in names if units is None or n in units]
+
+
 def _run(args) -> dict:
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
@@ -620,13 +738,20 @@ def _run(args) -> dict:
                             args.quick, device, args.amp, args.mem_steps)
         print('MEMJSON ' + json.dumps(out), flush=True)
         return out
-    names = [n for n in args.methods.split(',') if n]
-    unknown = set(names) - set(METHODS + PARTS)
+    all_names = [n for n in args.methods.split(',') if n]
+    unknown = set(all_names) - set(METHODS + PARTS)
     if unknown:
         raise SystemExit(f'unknown methods / parts: {sorted(unknown)}')
     rows, details, t_start = [], {}, time.perf_counter()
     for setting in args.settings.split(','):
+        if setting not in SETTINGS:
+            raise SystemExit(f'--settings: unknown {setting!r} '
+                             f'({", ".join(SETTINGS)})')
         spec = SETTINGS[setting]()
+        names = applicable(spec, all_names)
+        if not names:
+            print(f'{setting}: none of the methods applies, skipped')
+            continue
         data = make_batch(spec, args.quick)
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as tmp:

@@ -79,3 +79,27 @@ def test_cost_quick_imagenet(tmp_path):
                         '--no-memory', '--out-json', str(out)])
     _check_cost(result, out, ['imagenet'])
     assert result['settings']['imagenet']['batch'] == 4
+
+
+def test_cost_quick_faster_rcnn(tmp_path):
+    """The two-stage setting: the plain detector, GPD and GPD's parts only
+    (the classification methods are skipped), at 128² in quick mode."""
+    out = tmp_path / 'cost.json'
+    result = cost.main(['--quick', '--settings', 'faster_rcnn', '--threads',
+                        '1', '--no-memory', '--repeats', '1',
+                        '--out-json', str(out)])
+    assert json.loads(out.read_text())['benchmark'] == 'cost'
+    rows = {r['method']: r for r in result['rows']}
+    assert set(rows) == set(cost.DET_UNITS)
+    for r in rows.values():
+        assert r['setting'] == 'faster_rcnn' and r['ms'] > 0
+    gpd = rows['gpd']
+    assert gpd['parts'] == ['part_dynamic_teacher', 'part_student']
+    assert gpd['parts_ms'] == pytest.approx(
+        rows['part_dynamic_teacher']['ms'] + rows['part_student']['ms'])
+    assert gpd['x_parts'] > 0
+    # T_d (2x wide) costs more than the student alone
+    assert rows['part_dynamic_teacher']['ms'] > rows['part_student']['ms']
+    details = result['settings']['faster_rcnn']
+    assert (details['batch'], details['size']) == (2, 128)
+    assert 'Faster R-CNN' in details['model']
