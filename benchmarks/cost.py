@@ -59,8 +59,10 @@ do not apply to it and are skipped.
 Timing: models built once, then rounds in which every method / part runs one
 step in turn (round-robin, the start rotating each round, so machine noise hits
 all alike); ``--warmup`` rounds dropped, medians of ``--repeats`` rounds.
-CUDA: ``torch.cuda.synchronize()`` around each step; ``--amp`` uses MMEngine's
-``AmpOptimWrapper`` (float16 autocast) and autocast for T_s and S parts.
+CUDA: ``torch.cuda.synchronize()`` around each step.  ``--amp`` uses
+``mmgpd.AmpOptimWrapper`` (MMEngine's on a GPU; bf16 autocast + GradScaler on
+the CPU) and autocast for the T_s and S parts, in ``--amp-dtype`` (default
+float16 on CUDA, bfloat16 on the CPU, the only one there).
 
 Memory, in a fresh subprocess per setting that builds one method / part at a
 time and frees it before the next: ``resident`` = memory after build − before
@@ -242,18 +244,22 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _optim_wrapper(model, amp: bool):
-    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+def _optim_wrapper(model, amp):
+    """SGD in an ``OptimWrapper``; ``amp`` (an autocast dtype name, or
+    None / False): ``mmgpd.AmpOptimWrapper`` in that dtype."""
+    from mmengine.optim import OptimWrapper
+
+    from mmgpd.engine.optimizers.amp_optim_wrapper import AmpOptimWrapper
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    return AmpOptimWrapper(optimizer=optimizer) if amp else \
+    return AmpOptimWrapper(optimizer=optimizer, dtype=amp) if amp else \
         OptimWrapper(optimizer=optimizer)
 
 
-def _autocast(device, amp: bool):
+def _autocast(device, amp):
     if not amp:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16)
+    return torch.autocast(device.type, dtype=getattr(torch, amp))
 
 
 def make_batch(spec, quick: bool, seed: int = 0) -> dict:
@@ -318,7 +324,7 @@ def _gpd(spec, method: str, teacher_ckpt: str):
     return MODELS.build(cfg)
 
 
-def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
+def build_unit(name: str, spec, data, device, amp, teacher_ckpt: str):
     """Build method / part ``name`` on ``device``: a :class:`Unit` (in the
     setting's registry scope: mmpretrain, or mmdet for detectors)."""
     from mmengine.registry import DefaultScope
@@ -329,7 +335,7 @@ def build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
         return _build_unit(name, spec, data, device, amp, teacher_ckpt)
 
 
-def _build_det_unit(name: str, spec, data, device, amp: bool):
+def _build_det_unit(name: str, spec, data, device, amp):
     """A detector's unit: ``student``, ``gpd``, ``part_dynamic_teacher`` (T_d
     as IR grows it inside GPD, stepped alone) or ``part_student``."""
     if name not in spec['units']:
@@ -344,7 +350,7 @@ def _build_det_unit(name: str, spec, data, device, amp: bool):
     return _build_unit(name, spec, data, device, amp, None)
 
 
-def _build_unit(name: str, spec, data, device, amp: bool, teacher_ckpt: str):
+def _build_unit(name: str, spec, data, device, amp, teacher_ckpt: str):
     if name == 'student':
         model = _classifier(spec, 'student').to(device).train()
         ow = _optim_wrapper(model, amp)
@@ -580,7 +586,7 @@ class _Meter:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def memory_worker(setting: str, names, quick: bool, device, amp: bool,
+def memory_worker(setting: str, names, quick: bool, device, amp,
                   steps: int) -> dict:
     """In this (fresh) process: each unit alone, built, stepped, freed."""
     spec = SETTINGS[setting]()
@@ -617,7 +623,7 @@ def measure_memory(setting: str, names, args) -> dict:
            '--mem-steps', str(args.mem_steps),
            '--threads', str(torch.get_num_threads())]
     cmd += ['--quick'] if args.quick else []
-    cmd += ['--amp'] if args.amp else []
+    cmd += ['--amp', '--amp-dtype', args.amp] if args.amp else []
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True)
     for line in proc.stdout.splitlines()[::-1]:
@@ -685,7 +691,11 @@ def _rows(setting: str, times: dict, memory: dict):
 def parse_args(argv=None):
     parser = base_parser(__doc__.split('\n')[0])
     parser.add_argument('--amp', action='store_true',
-                        help='mixed precision (CUDA: AmpOptimWrapper, float16)')
+                        help='mixed precision (mmgpd.AmpOptimWrapper + '
+                        'autocast)')
+    parser.add_argument('--amp-dtype', choices=('float16', 'bfloat16'),
+                        help='autocast dtype (default float16 on CUDA, '
+                        'bfloat16 on the CPU, the only one there)')
     parser.add_argument('--settings', default='imagenet,digits',
                         help='comma-separated: imagenet, digits, faster_rcnn '
                         '(a two-stage detector: student, gpd and its parts)')
@@ -700,10 +710,15 @@ def parse_args(argv=None):
     parser.add_argument('--memory-worker', help=argparse_hidden())
     parser.add_argument('--units', help=argparse_hidden())
     args = parser.parse_args(argv)
-    if args.amp and args.device != 'cuda':
-        parser.error('--amp needs --device cuda')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device')
+    if args.amp_dtype and not args.amp:
+        parser.error('--amp-dtype needs --amp')
+    if args.amp:  # from here on: the autocast dtype's name
+        args.amp = args.amp_dtype or (
+            'float16' if args.device == 'cuda' else 'bfloat16')
+        if args.device == 'cpu' and args.amp != 'bfloat16':
+            parser.error('--amp-dtype float16: CPU autocast runs bfloat16 only')
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
     return args
@@ -777,7 +792,7 @@ def _run(args) -> dict:
                + (f", {machine.get('gpu')}" if args.device == 'cuda' else '')
                + f", {machine['torch_threads']} torch threads, torch "
                f"{machine['torch']}, device {args.device}"
-               f"{' (AMP)' if args.amp else ''}, {machine['date']}; medians of "
+               f"{f' (AMP {args.amp})' if args.amp else ''}, {machine['date']}; medians of "
                f'{args.repeats} round-robin rounds after {args.warmup} warm-up')
     result = dict(
         benchmark='cost', rows=rows,

@@ -103,3 +103,17 @@ def test_cost_quick_faster_rcnn(tmp_path):
     details = result['settings']['faster_rcnn']
     assert (details['batch'], details['size']) == (2, 128)
     assert 'Faster R-CNN' in details['model']
+
+
+def test_cost_quick_amp_on_the_cpu():
+    """``--amp`` on the CPU: mmgpd.AmpOptimWrapper in bf16 (fp16 refused)."""
+    names = 'student,gpd,part_dynamic_teacher,part_student'
+    result = cost.main(['--quick', '--settings', 'digits', '--threads', '1',
+                        '--amp', '--no-memory', '--methods', names])
+    assert result['options']['amp'] == 'bfloat16'
+    assert '(AMP bfloat16)' in result['table']
+    rows = {r['method']: r for r in result['rows']}
+    assert set(rows) == set(names.split(','))
+    assert rows['gpd']['x_parts'] > 0
+    with pytest.raises(SystemExit):
+        cost.main(['--quick', '--amp', '--amp-dtype', 'float16'])
