@@ -8,7 +8,7 @@ loads, with the run's student detections.
   and segm mAP, both reproduced by the extracted student).
 
 Default: 6 train / 2 val 64² images, 3 epochs (seconds); the ``slow``
-variant: 24 / 8 images, 6 epochs."""
+variant: 24 / 8 images, 30 epochs (mAP@0.5 > 0 asserted)."""
 import copy
 import os.path as osp
 import sys
