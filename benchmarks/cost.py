@@ -624,6 +624,8 @@ def measure_memory(setting: str, names, args) -> dict:
            '--threads', str(torch.get_num_threads())]
     cmd += ['--quick'] if args.quick else []
     cmd += ['--amp', '--amp-dtype', args.amp] if args.amp else []
+    # RSS per unit needs freed memory returned: never tuned (see _run)
+    cmd += ['--no-malloc-tuning']
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True)
     for line in proc.stdout.splitlines()[::-1]:
@@ -707,6 +709,10 @@ def parse_args(argv=None):
     parser.add_argument('--mem-steps', type=int, default=2,
                         help='steps per unit in the memory measurement')
     parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--no-malloc-tuning', action='store_true',
+                        help="leave glibc's mmap / trim thresholds alone (by "
+                        'default they are fixed on the CPU, as tools/train.py '
+                        'does: mmgpd/utils/allocator.py)')
     parser.add_argument('--memory-worker', help=argparse_hidden())
     parser.add_argument('--units', help=argparse_hidden())
     args = parser.parse_args(argv)
@@ -748,6 +754,13 @@ def _run(args) -> dict:
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
     device = torch.device(args.device)
+    tuned = False
+    # (not in a memory worker: with freed blocks kept in the heap, RSS would
+    # not drop between units and their growth would be undercounted)
+    if args.device == 'cpu' and not args.no_malloc_tuning \
+            and not args.memory_worker:
+        from mmgpd.utils.allocator import tune_cpu_allocator
+        tuned = tune_cpu_allocator()
     if args.memory_worker:
         out = memory_worker(args.memory_worker, args.units.split(','),
                             args.quick, device, args.amp, args.mem_steps)
@@ -792,13 +805,16 @@ def _run(args) -> dict:
                + (f", {machine.get('gpu')}" if args.device == 'cuda' else '')
                + f", {machine['torch_threads']} torch threads, torch "
                f"{machine['torch']}, device {args.device}"
-               f"{f' (AMP {args.amp})' if args.amp else ''}, {machine['date']}; medians of "
+               f"{f' (AMP {args.amp})' if args.amp else ''}, "
+               f"glibc malloc thresholds {'fixed' if tuned else 'as default'}"
+               f", {machine['date']}; medians of "
                f'{args.repeats} round-robin rounds after {args.warmup} warm-up')
     result = dict(
         benchmark='cost', rows=rows,
         table=header + '\n\n' + markdown_table(rows, COLUMNS),
         machine=machine, settings=details, goal_x_parts=GOAL,
         options=dict(quick=args.quick, amp=args.amp, repeats=args.repeats,
+                     malloc_tuned=tuned,
                      warmup=args.warmup, mem_steps=args.mem_steps,
                      optimizer='SGD(lr=1e-3, momentum=0.9, wd=1e-4)'),
         seconds=time.perf_counter() - t_start)

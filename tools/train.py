@@ -72,9 +72,20 @@ def main(argv=None):
     if not osp.isfile(args.config):
         sys.exit(f'train.py: config file {args.config} does not exist')
     cfg = merge_args(Config.fromfile(args.config), args)
+    _tune_cpu_allocator()
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner
+
+
+def _tune_cpu_allocator():
+    """Training on the CPU: keep freed activations in the heap instead of
+    unmapping and page-faulting them in every step
+    (:mod:`mmgpd.utils.allocator`; ``MMGPD_MALLOC_TUNING=0`` turns it off)."""
+    import torch
+    if not torch.cuda.is_available():
+        from mmgpd.utils.allocator import tune_cpu_allocator
+        tune_cpu_allocator()
 
 
 if __name__ == '__main__':
