@@ -114,6 +114,10 @@ def part_argv(name: str, args, out_dir: str) -> list:
             argv.append('--resume')
     elif name == 'coverage':  # coverage.md beside coverage.json
         argv += ['--device', args.device, '--out-dir', out_dir]
+    elif name == 'cost':  # the two-stage detector setting too (issue 16)
+        argv += ['--device', args.device, '--settings',
+                 'imagenet,digits' if args.quick
+                 else 'imagenet,digits,faster_rcnn']
     else:
         argv += ['--device', args.device]
     return argv
