@@ -156,6 +156,7 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, 'benchmarks.exactness', fake('exactness'))
     monkeypatch.setitem(sys.modules, 'benchmarks.coverage', fake('coverage'))
+    monkeypatch.setitem(sys.modules, 'benchmarks.ir_time', fake('ir_time'))
     monkeypatch.setitem(sys.modules, 'benchmarks.cost', fake('cost', fail=True))
     monkeypatch.setitem(sys.modules, 'benchmarks.accuracy', fake('accuracy'))
     monkeypatch.setitem(sys.modules, 'benchmarks.capacity_gap',
@@ -167,8 +168,8 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert osp.dirname(out_dir) == str(tmp_path)  # a new temp dir
     assert out_dir != run_all.RESULTS_DIR and report['readme'] is None
     assert open(run_all.README).read() == readme_before
-    assert [c[0] for c in calls] == ['exactness', 'coverage', 'cost',
-                                     'accuracy', 'capacity_gap']
+    assert [c[0] for c in calls] == ['exactness', 'coverage', 'ir_time',
+                                     'cost', 'accuracy', 'capacity_gap']
     for name, argv in calls:
         assert '--quick' in argv
         assert argv[argv.index('--out-json') + 1] == osp.join(out_dir,
@@ -176,9 +177,9 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert report['failed'] == ['cost']
     md = open(osp.join(out_dir, 'bench.md')).read()
     assert '| exactness |' in md and 'FAILED: RuntimeError: boom' in md
-    assert md.count(' min ') >= 6  # five parts and the total
+    assert md.count(' min ') >= 7  # six parts and the total
     data = json.load(open(osp.join(out_dir, 'bench.json')))
-    assert set(data['parts']) == {'exactness', 'coverage', 'cost',
+    assert set(data['parts']) == {'exactness', 'coverage', 'ir_time', 'cost',
                                   'accuracy', 'capacity_gap'}
     assert data['parts']['cost']['error'] == 'RuntimeError: boom'
     with pytest.raises(SystemExit):
