@@ -39,8 +39,44 @@ def check_levels(student: Sequence[torch.Tensor],
                              'FPN width needed)')
 
 
+class _DenseKD(nn.Module):
+    """Shared by the dense KD losses: ``w · T² · Σ KL / Σ units`` over the
+    levels, the teacher detached. A subclass sets ``rank`` and ``wrong_rank``
+    (the error for maps of another rank) and implements :meth:`kl` (the
+    summed KL of one level) and :meth:`units` (what it averages over)."""
+    rank = 4
+    wrong_rank = ''
+
+    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
+        super().__init__()
+        check_arg(temperature > 0, 'temperature', temperature, '> 0')
+        check_arg(loss_weight >= 0, 'loss_weight', loss_weight, '>= 0')
+        self.temperature = float(temperature)
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, student: Sequence[torch.Tensor],
+                teacher: Sequence[torch.Tensor],
+                gt=None) -> torch.Tensor:
+        check_levels(student, teacher)
+        if any(s.dim() != self.rank for s in student):
+            raise ValueError(self.wrong_rank.format(
+                [tuple(s.shape) for s in student]))
+        t = self.temperature
+        total, units = 0.0, 0
+        for s, q in zip(student, teacher):
+            total = total + self.kl(s / t, q.detach() / t)
+            units += self.units(s)
+        return self.loss_weight * t**2 * total / max(units, 1)
+
+    def kl(self, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def units(self, s: torch.Tensor) -> int:
+        raise NotImplementedError
+
+
 @MODELS.register_module()
-class DenseKDLoss(nn.Module):
+class DenseKDLoss(_DenseKD):
     """KD on dense sigmoid classification maps.
 
     For each level, class channel and location, the binary KL between the
@@ -55,39 +91,24 @@ class DenseKDLoss(nn.Module):
         temperature (float): T > 0. Defaults to 1.0.
         loss_weight (float): w >= 0. Defaults to 1.0.
     """
+    rank = 4
+    wrong_rank = ('DenseKDLoss takes sigmoid maps (N, A·K, H, W) per level, '
+                  "got {}; a softmax head's (N, K + 1, A, H, W) maps need "
+                  'mmgpd.SoftmaxDenseKDLoss')
 
-    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
-        super().__init__()
-        check_arg(temperature > 0, 'temperature', temperature, '> 0')
-        check_arg(loss_weight >= 0, 'loss_weight', loss_weight, '>= 0')
-        self.temperature = float(temperature)
-        self.loss_weight = float(loss_weight)
+    def kl(self, s, q):
+        # KL(Bern(p_q) || Bern(p_s)) with log-sigmoids (stable)
+        log_ps, log_1ps = F.logsigmoid(s), F.logsigmoid(-s)
+        log_pq, log_1pq = F.logsigmoid(q), F.logsigmoid(-q)
+        return (log_pq.exp() * (log_pq - log_ps) +
+                log_1pq.exp() * (log_1pq - log_1ps)).sum()
 
-    def forward(self, student: Sequence[torch.Tensor],
-                teacher: Sequence[torch.Tensor],
-                gt=None) -> torch.Tensor:
-        check_levels(student, teacher)
-        if any(s.dim() != 4 for s in student):
-            raise ValueError(
-                'DenseKDLoss takes sigmoid maps (N, A·K, H, W) per level, got '
-                f'{[tuple(s.shape) for s in student]}; a softmax head\'s '
-                '(N, K + 1, A, H, W) maps need mmgpd.SoftmaxDenseKDLoss')
-        t = self.temperature
-        total, locations = 0.0, 0
-        for s, q in zip(student, teacher):
-            s, q = s / t, q.detach() / t
-            # KL(Bern(p_q) || Bern(p_s)) with log-sigmoids (stable)
-            log_ps, log_1ps = F.logsigmoid(s), F.logsigmoid(-s)
-            log_pq, log_1pq = F.logsigmoid(q), F.logsigmoid(-q)
-            kl = log_pq.exp() * (log_pq - log_ps) + \
-                log_1pq.exp() * (log_1pq - log_1ps)
-            total = total + kl.sum()
-            locations += s.shape[0] * s[0, 0].numel()
-        return self.loss_weight * t**2 * total / max(locations, 1)
+    def units(self, s):
+        return s.shape[0] * s[0, 0].numel()  # N·H·W
 
 
 @MODELS.register_module()
-class SoftmaxDenseKDLoss(nn.Module):
+class SoftmaxDenseKDLoss(_DenseKD):
     """KD on the dense classification maps of a softmax head (SSD-style).
 
     Each level comes as ``(N, K + 1, A, H, W)``: per anchor ``a`` at location
@@ -107,32 +128,17 @@ class SoftmaxDenseKDLoss(nn.Module):
         temperature (float): T > 0. Defaults to 1.0.
         loss_weight (float): w >= 0. Defaults to 1.0.
     """
+    rank = 5
+    wrong_rank = ('SoftmaxDenseKDLoss takes (N, K + 1, A, H, W) maps per '
+                  'level (a softmax head, e.g. SSDHead), got {}; sigmoid '
+                  'heads need mmgpd.DenseKDLoss')
 
-    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
-        super().__init__()
-        check_arg(temperature > 0, 'temperature', temperature, '> 0')
-        check_arg(loss_weight >= 0, 'loss_weight', loss_weight, '>= 0')
-        self.temperature = float(temperature)
-        self.loss_weight = float(loss_weight)
+    def kl(self, s, q):
+        log_ps, log_pq = F.log_softmax(s, dim=1), F.log_softmax(q, dim=1)
+        return (log_pq.exp() * (log_pq - log_ps)).sum()
 
-    def forward(self, student: Sequence[torch.Tensor],
-                teacher: Sequence[torch.Tensor],
-                gt=None) -> torch.Tensor:
-        check_levels(student, teacher)
-        if any(s.dim() != 5 for s in student):
-            raise ValueError(
-                'SoftmaxDenseKDLoss takes (N, K + 1, A, H, W) maps per level '
-                '(a softmax head, e.g. SSDHead), got '
-                f'{[tuple(s.shape) for s in student]}; sigmoid heads need '
-                'mmgpd.DenseKDLoss')
-        t = self.temperature
-        total, anchors = 0.0, 0
-        for s, q in zip(student, teacher):
-            log_ps = F.log_softmax(s / t, dim=1)
-            log_pq = F.log_softmax(q.detach() / t, dim=1)
-            total = total + (log_pq.exp() * (log_pq - log_ps)).sum()
-            anchors += s[:, 0].numel()
-        return self.loss_weight * t**2 * total / max(anchors, 1)
+    def units(self, s):
+        return s[:, 0].numel()  # N·A·H·W
 
 
 @MODELS.register_module()
