@@ -72,7 +72,8 @@ build; ``step peak`` = peak during ``--mem-steps`` steps − memory after build
 unit). CPU: the process's RSS (``VmRSS``) and peak RSS (``VmHWM``, reset
 through ``/proc/self/clear_refs``), with glibc's mmap threshold fixed at 64 KiB
 (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the RSS instead of being
-reused silently; falls back to ``ru_maxrss`` where the peak cannot be reset.
+reused silently, and every free heap page returned (``malloc_trim``) before
+each reading; falls back to ``ru_maxrss`` where the peak cannot be reset.
 
 Usage::
 
@@ -98,6 +99,7 @@ import torch
 
 from benchmarks.common import (base_parser, finish, machine_info,
                                markdown_table, num_threads, quiet_logs)
+from mmgpd.utils.allocator import release_free_heap
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -565,6 +567,7 @@ class _Meter:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             return torch.cuda.memory_allocated() / 2**20
+        release_free_heap()  # freed heap pages would hide new allocations
         return _proc_status_kb('VmRSS') / 1024
 
     def reset_peak(self):

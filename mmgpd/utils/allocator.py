@@ -15,7 +15,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ['tune_cpu_allocator', 'ENV_SWITCH']
+__all__ = ['tune_cpu_allocator', 'release_free_heap', 'ENV_SWITCH']
 
 #: ``MMGPD_MALLOC_TUNING=0`` turns :func:`tune_cpu_allocator` off
 ENV_SWITCH = 'MMGPD_MALLOC_TUNING'
@@ -28,6 +28,14 @@ MMAP_THRESHOLD = 1 << 30
 TRIM_THRESHOLD = 1 << 32
 
 _applied = None
+
+
+def _libc():
+    name = ctypes.util.find_library('c')
+    try:
+        return ctypes.CDLL(name or 'libc.so.6')
+    except OSError:
+        return None
 
 
 def tune_cpu_allocator(force: bool = False) -> bool:
@@ -44,11 +52,9 @@ def tune_cpu_allocator(force: bool = False) -> bool:
     _applied = False
     if os.environ.get(ENV_SWITCH, '1') == '0':
         return False
-    name = ctypes.util.find_library('c')
     try:
-        libc = ctypes.CDLL(name or 'libc.so.6')
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = _libc().mallopt
+    except AttributeError:  # no libc, or not glibc
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
@@ -57,3 +63,21 @@ def tune_cpu_allocator(force: bool = False) -> bool:
     ok = ok and mallopt(_M_TRIM_THRESHOLD, min(TRIM_THRESHOLD, 2**31 - 1)) == 1
     _applied = ok
     return ok
+
+
+def release_free_heap() -> bool:
+    """Return every free page of the heap to the system (glibc
+    ``malloc_trim(0)``), so that the process's RSS counts live memory only.
+
+    Without it, memory freed inside the heap stays resident and is silently
+    reused by the next allocations: an RSS difference across a build can
+    then come out negative.  Returns False where there is no glibc.
+    """
+    try:
+        trim = _libc().malloc_trim
+    except AttributeError:
+        return False
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
