@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 import torch
 
+from .indexing import select_along
 from .replica import teacher_width
 
 __all__ = ['Layout', 'hidden', 'fixed']
@@ -117,7 +118,7 @@ class Layout:
         if x.shape[dim] != self.width:
             raise ValueError(f'{self}: cannot expand {x.shape[dim]} entries '
                              f'along dim {dim}')
-        out = x.index_select(dim, self.index.to(x.device))
+        out = select_along(x, dim, self.index)
         shape = [1] * x.dim()
         shape[dim] = -1
         return out * self.factor.to(device=x.device,

@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 import torch
 
+from .indexing import select_along
 from .replica import ReplicaMap
 
 __all__ = ['DimMap', 'ParamMap']
@@ -119,11 +120,15 @@ class ParamMap:
 
     def expand(self, student: torch.Tensor) -> torch.Tensor:
         """IR: the teacher tensor (teacher_shape) built from ``student``."""
-        out = student
-        for d, m in self.dims.items():
-            out = out.index_select(d, m.index.to(out.device))
-            if m.factor is not None:
-                out = out * _shape_for(m.factor.to(out), d, out.dim())
+        out, scale = student, None
+        # inner dims first: the later, outer selections copy whole rows
+        for d, m in sorted(self.dims.items(), reverse=True):
+            out = select_along(out, d, m.index)
+            if m.factor is not None:  # factors of all dims: one product
+                f = _shape_for(m.factor.to(out), d, out.dim())
+                scale = f if scale is None else scale * f
+        if scale is not None:  # ``out`` is a fresh copy: scaled in place
+            out = out.mul_(scale)
         return out
 
     def _inverse_factor(self, like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -158,7 +163,7 @@ class ParamMap:
                 if m.student_size != m.teacher_size:
                     out = out.narrow(d, 0, m.student_size)
             else:
-                out = out.index_select(d, m.first.to(out.device))
+                out = select_along(out, d, m.first)
         return self.rescale(out, grad_rescale)
 
     @property

@@ -46,6 +46,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .indexing import select_along
 from .kinds import MIXING, NORMS, module_kind, unit_kind
 from .layout import Layout, fixed, hidden
 
@@ -208,7 +209,7 @@ class _Origins:
         (contiguous ranges) computed as ``first + index · stride``, one
         broadcast add (float64 ``index_select`` along an inner dim is slow)."""
         if self.fresh.get(id(ids)) is not ids:
-            return ids.index_select(dim, index)
+            return select_along(ids, dim, index)
         view = [1] * ids.dim()
         view[dim] = -1
         step = (index.to(torch.float64) * ids.stride(dim)).reshape(view)
@@ -612,7 +613,7 @@ class _TeacherRun(_Recorder):
             self.tag(t, s_ids)
             return
         d, layout = lay
-        self.tag(t, s_ids.index_select(d, layout.index),
+        self.tag(t, select_along(s_ids, d, layout.index),
                  _factor_tensor(layout, d, t.dim(), t.shape))
 
     def student_param_ids(self, name, t):
@@ -1041,7 +1042,7 @@ class _Planner:
                 factor = ref_lay.factor
             lay = Layout(ref_lay.index, factor, ref_lay.width)
             new = lay.expand(t.detach(), d).to(t.dtype)
-            run.tag(new, run.tags[id(t)].index_select(d, lay.index),
+            run.tag(new, select_along(run.tags[id(t)], d, lay.index),
                     _factor_tensor(lay, d, t.dim(), t.shape))
             replace[id(t)] = new
             self._param_layout(run, pname, run.tags[id(t)], d, lay)
@@ -1078,7 +1079,7 @@ class _Planner:
                 continue
             ex = lay.exact()
             new = ex.expand(t.detach(), -1).to(t.dtype)
-            run.tag(new, run.tags[id(t)].index_select(t.dim() - 1, ex.index))
+            run.tag(new, select_along(run.tags[id(t)], t.dim() - 1, ex.index))
             self._param_layout(run, next(iter(keys))[1], run.tags[id(t)],
                                t.dim() - 1, ex)
             if len(args) > i:
