@@ -34,6 +34,7 @@ from .attrs import widen_attributes
 from .copying import copy_structure
 from .errors import IRVerificationError, UnsupportedModuleError
 from .layers import BRANCHES
+from .noise import NOISE_MODES, add_noise
 from .plan import ReparamPlan, StateRule
 from .propagate import plan_layouts
 from .replica import check_ratio
@@ -117,95 +118,6 @@ def max_relative_deviation(out_a, out_b) -> float:
                for a, b in zip(la, lb))
     ref = max(b.detach().float().abs().max().item() for b in lb)
     return diff / ref if ref > 0 else diff  # absolute when b is all zeros
-
-
-def _add_noise(teacher, noisy, std, generator, mode):
-    """Add N(0, std) to the widened weights to break the replicas' symmetry.
-
-    ``'iid'`` (the reference code): independent noise everywhere; T_d(x) moves
-    away from S(x) by about ``std · sqrt(fan_in)`` per layer.  ``'zero_sum'``:
-    the noise on the input replicas of each student channel sums to zero, so it
-    cancels on the (exactly replicated) activations and T_d(x) == S(x) still,
-    while replicas' weights — hence their gradients from the first step on —
-    differ.  Weights with no input replicas (the stem, depthwise convs) get
-    none in this mode.
-    """
-    with torch.no_grad():
-        for path, name, in_dim in noisy:
-            module = teacher.get_submodule(path)
-            p = getattr(module, name)
-            if mode == 'zero_sum' and in_dim is None:
-                continue
-            if getattr(module, 'transposed', False) is True:
-                p = p.transpose(0, 1)  # a view: (C_out, C_in, k...) order
-            if mode == 'zero_sum' and _add_cyclic_zero_sum(p, in_dim, std,
-                                                          generator):
-                continue
-            noise = _draw_noise(tuple(p.shape), in_dim if mode == 'zero_sum'
-                                else None, generator)
-            p.add_(noise.mul_(std).to(p))
-
-
-def _add_cyclic_zero_sum(p, in_dim, std, generator) -> bool:
-    """``p += std · e`` in place for whole cyclic input replicas
-    (``index = j mod C``, ``n = C_in' / C``, ``p`` contiguous); False (nothing
-    done) for any other layout.
-
-    ``e = Hᵀ z`` with ``H`` the (n-1) x n Helmert rows (:func:`_helmert`) and
-    ``z`` n - 1 iid N(0, 1) draws per student position: the law of n centred
-    iid draws, N(0, I - 11ᵀ/n), from n - 1 of every n values (half at ratio
-    2), added slice by slice without a noise tensor of ``p``'s size.  Drawn
-    in fp32 (4x cheaper than fp64 on CPU; the replicas' sum is zero up to fp32
-    rounding of values ~std, far below the rounding of ``p + std · e``).
-    """
-    index, c, width = in_dim.index, in_dim.student_size, p.shape[1]
-    if width % c or not p.is_contiguous() or not torch.equal(
-            index, torch.arange(width, device=index.device) % c):
-        return False
-    n = width // c
-    view = p.view(p.shape[0], n, -1)
-    helmert = _helmert(n)
-    for k in range(n - 1):
-        z = torch.randn((p.shape[0], view.shape[2]), generator=generator,
-                        dtype=torch.float32).to(p)
-        for j in range(k + 2):  # row k is non-zero on columns 0..k+1
-            view[:, j].add_(z, alpha=std * float(helmert[k, j]))
-    return True
-
-
-def _draw_noise(shape, in_dim, generator) -> torch.Tensor:
-    """N(0, 1) noise of ``shape`` = (C_out, C_in', ...), centred over the
-    input replicas of each student channel when ``in_dim`` is given (any
-    layout; :func:`_add_cyclic_zero_sum` covers the usual one faster).
-
-    Drawn in fp32 and input-dim first, so that the replica means are one
-    ``index_add_`` / ``index_select`` over rows (scattering along an inner
-    dim is several times slower).
-
-    Returns:
-        Tensor: (C_out, C_in', ...), a transposed view when centred.
-    """
-    if in_dim is None:
-        return torch.randn(shape, generator=generator, dtype=torch.float32)
-    index, c, width = in_dim.index, in_dim.student_size, shape[1]
-    noise = torch.randn((width, shape[0]) + shape[2:], generator=generator,
-                        dtype=torch.float32)
-    rows = noise.view(width, -1)
-    index = index.to(noise.device)
-    sums = torch.zeros(c, rows.shape[1]).index_add_(0, index, rows)
-    counts = torch.bincount(index, minlength=c).to(sums.dtype)
-    rows.sub_(sums.div_(counts[:, None]).index_select(0, index))
-    return noise.transpose(0, 1)
-
-
-def _helmert(n: int) -> torch.Tensor:
-    """(n-1, n): orthonormal rows spanning the vectors that sum to zero."""
-    h = torch.zeros(n - 1, n, dtype=torch.float64)
-    for k in range(1, n):
-        h[k - 1, :k] = 1.0
-        h[k - 1, k] = -float(k)
-        h[k - 1] /= math.sqrt(k * (k + 1))
-    return h
 
 
 def _complete_rules(student, teacher, rules: Dict[str, StateRule]):
@@ -296,8 +208,9 @@ def inverse_reparameterize(student: nn.Module,
         raise ValueError(f'unknown branches {unknown}; choose from {sorted(BRANCHES)}')
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f'noise must be a finite std >= 0, got {noise}')
-    if noise_mode not in ('zero_sum', 'iid'):
-        raise ValueError(f"noise_mode must be 'zero_sum' or 'iid', got {noise_mode!r}")
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f'noise_mode must be one of {NOISE_MODES}, got '
+                         f'{noise_mode!r}')
     forward_fn = forward_fn or default_forward
     if example_inputs is None:
         example_inputs = default_probe_inputs(student, generator=generator)
@@ -360,7 +273,7 @@ def _build_teacher(student, plan_inputs, ratio, branches, init, noise,
     teacher = builder.teacher
     widen_attributes(teacher, ratio)
     if noise > 0:
-        _add_noise(teacher, builder.noisy, noise, generator, noise_mode)
+        add_noise(teacher, builder.noisy, noise, generator, noise_mode)
     teacher.gpd_plan = ReparamPlan(
         template=copy_structure(student),  # runs on derived tensors only
         rules=_complete_rules(student, teacher, builder.rules),

@@ -40,7 +40,7 @@ class ReparamPlan:
         branches (tuple[str]): Extra branches grown on eligible convs.
         init (str): ``'preserve'`` or ``'scratch'``.
         noise (float): Std of the symmetry-breaking noise.
-        noise_mode (str): ``'zero_sum'`` or ``'iid'`` (see ``_add_noise``).
+        noise_mode (str): ``'zero_sum'`` or ``'iid'`` (see ``noise.add_noise``).
         ir_deviation (float): max|T_d − S| / max|S| measured on the probe batch.
         widened (list[str]): Paths of the modules that were widened.
         branched (list[str]): Paths of the convs that grew branches.

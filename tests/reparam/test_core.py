@@ -204,7 +204,7 @@ def test_zero_sum_noise_law_both_constructions(n):
     the generic centring give the same law: zero sum over each student
     channel's replicas, per-value variance (n - 1)/n, replicas correlated
     -1/(n - 1)."""
-    from mmgpd.reparam.ir import _add_cyclic_zero_sum, _draw_noise
+    from mmgpd.reparam.noise import _add_cyclic_zero_sum, _draw_noise
     from mmgpd.reparam.parammap import DimMap
     c, out = 16, 4000
     index = torch.arange(n * c) % c
