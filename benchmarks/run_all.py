@@ -27,6 +27,12 @@ of each part, prints the tables and, for a full run into the default
         capacity_gap]
         [--no-readme]
     python -m benchmarks.run_all --readme-only     # README block from results/bench.md
+    python -m benchmarks.run_all --update --parts ir_time   # rerun one part
+
+``--update`` reruns only ``--parts`` and keeps every other part of the
+existing ``<out-dir>/bench.json`` (its tables, wall time, date and commit):
+each part records when and at which commit it ran, and ``bench.md`` shows it.
+The README block is rewritten when the merged report holds every part.
 
 ``--quick`` (smoke test, a few minutes) writes into a fresh temporary directory
 unless ``--out-dir`` is given, never into ``results/``, and never touches the
@@ -84,6 +90,17 @@ def machine() -> dict:
     return machine_info('cpu')
 
 
+def previous_parts(out_dir: str, rerun) -> dict:
+    """The parts of ``<out_dir>/bench.json`` that ``rerun`` does not name."""
+    path = osp.join(out_dir, 'bench.json')
+    if not osp.exists(path):
+        raise SystemExit(f'run_all --update: no {path} to update')
+    with open(path, encoding='utf-8') as f:
+        old = json.load(f).get('parts', {})
+    return {name: p for name, p in old.items()
+            if name in PARTS and name not in rerun}
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
@@ -123,10 +140,27 @@ def part_argv(name: str, args, out_dir: str) -> list:
     return argv
 
 
+def git_commit() -> str:
+    """The checkout's short commit (``+dirty`` with uncommitted changes to
+    tracked files), or ``unknown`` outside git."""
+    import subprocess
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        dirty = subprocess.run(['git', 'status', '--porcelain',
+                                '--untracked-files=no'], cwd=ROOT,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+    return head.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
+
+
 def run_part(name: str, argv: list) -> dict:
     """``benchmarks.<name>.main(argv)``, timed; a failure is recorded."""
     print(f'\n===== {name}: python -m benchmarks.{name} {" ".join(argv)}',
           flush=True)
+    started = machine()['date']
+    commit = git_commit()
     t0 = time.perf_counter()
     try:
         module = importlib.import_module(f'benchmarks.{name}')
@@ -141,7 +175,8 @@ def run_part(name: str, argv: list) -> dict:
     wall = time.perf_counter() - t0
     print(f'===== {name}: {"FAILED" if error else "done"} in {wall:.0f} s',
           flush=True)
-    return dict(name=name, argv=argv, wall_s=wall, error=error, result=result)
+    return dict(name=name, argv=argv, wall_s=wall, error=error, result=result,
+                date=started, commit=commit)
 
 
 def _table(result) -> str:
@@ -154,18 +189,22 @@ def render_markdown(parts, info, total_s, quick, out_dir) -> str:
     """``bench.md``: header (date, machine, wall times) and every table."""
     lines = ['# mmgpd benchmarks', '']
     lines.append(f'`make bench` (`python -m benchmarks.run_all'
-                 f'{" --quick" if quick else ""}`), {info["date"]}.')
+                 f'{" --quick" if quick else ""}`), written {info["date"]}; '
+                 'each part ran alone on the machine, from the commit and at '
+                 'the time in its row (a part rerun with `--update` keeps the '
+                 'others).')
     lines.append('')
     lines.append(f'Machine: {info["cpu"]}, {info["cpu_count"]} cores; torch '
                  f'{info["torch"]}, Python {info["python"]}, '
                  f'{platform.system()} {platform.machine()}.')
     lines.append('')
-    lines.append('| part | wall time | status |')
-    lines.append('|---|---|---|')
+    lines.append('| part | wall time | status | started | commit |')
+    lines.append('|---|---|---|---|---|')
     for p in parts:
         lines.append(f'| {p["name"]} | {_minutes(p["wall_s"])} | '
-                     f'{"FAILED: " + p["error"] if p["error"] else "ok"} |')
-    lines.append(f'| **total** | **{_minutes(total_s)}** | |')
+                     f'{"FAILED: " + p["error"] if p["error"] else "ok"} | '
+                     f'{p.get("date") or "—"} | {p.get("commit") or "—"} |')
+    lines.append(f'| **total** | **{_minutes(total_s)}** | | | |')
     if quick:
         lines += ['', '**--quick: smoke-test settings; the numbers below mean '
                   'nothing.**']
@@ -342,6 +381,9 @@ def parse_args(argv=None):
                         help='run dirs of the capacity_gap part (default '
                         'work_dirs/bench/capacity_gap[_quick])')
     parser.add_argument('--parts', nargs='+', choices=PARTS, default=list(PARTS))
+    parser.add_argument('--update', action='store_true',
+                        help='rerun only --parts and keep the other parts of '
+                        'the existing <out-dir>/bench.json')
     parser.add_argument('--no-readme', action='store_true',
                         help='do not rewrite the README results block')
     parser.add_argument('--readme-only', action='store_true',
@@ -370,10 +412,12 @@ def main(argv=None) -> dict:
     print(f'[bench] {info["date"]}: {info["cpu"]}, {info["cpu_count"]} cores, '
           f'torch {info["torch"]}; results -> {out_dir}', flush=True)
 
-    t0 = time.perf_counter()
-    parts = [run_part(name, part_argv(name, args, out_dir))
-             for name in PARTS if name in args.parts]
-    total = time.perf_counter() - t0
+    kept = previous_parts(out_dir, args.parts) if args.update else {}
+    fresh = {name: run_part(name, part_argv(name, args, out_dir))
+             for name in PARTS if name in args.parts}
+    parts = [fresh.get(name) or kept[name] for name in PARTS
+             if name in fresh or name in kept]
+    total = sum(p['wall_s'] for p in parts)
 
     md = render_markdown(parts, info, total, args.quick, out_dir)
     md_path = atomic_write_text(osp.join(out_dir, 'bench.md'), md)
@@ -387,7 +431,7 @@ def main(argv=None) -> dict:
     print(f'[bench] wrote {md_path} and {json_path} ({_minutes(total)})')
     readme = None
     if not args.quick and not args.no_readme and out_dir == RESULTS_DIR \
-            and set(args.parts) == set(PARTS):
+            and {p['name'] for p in parts} == set(PARTS):
         readme = update_readme(README, md_path)
         print(f'[bench] README results block rewritten: {readme}')
     report.update(bench_md=md_path, bench_json=json_path, readme=readme,

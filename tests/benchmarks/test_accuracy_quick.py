@@ -184,3 +184,45 @@ def test_run_all_report_and_quick_never_writes_results(tmp_path, monkeypatch):
     assert data['parts']['cost']['error'] == 'RuntimeError: boom'
     with pytest.raises(SystemExit):
         run_all.main(['--quick', '--out-dir', run_all.RESULTS_DIR])
+
+
+def test_run_all_update_reruns_only_the_named_parts(tmp_path, monkeypatch):
+    """--update: the named part is rerun, the others kept from bench.json
+    (their wall time, date and commit); the total sums the parts."""
+    import sys
+    import types
+    calls = []
+
+    def fake(name, value):
+        def main(argv):
+            calls.append(name)
+            return dict(rows=[], table=f'| {name} {value} |\n|---|')
+        return types.SimpleNamespace(main=main)
+
+    for name in run_all.PARTS:
+        monkeypatch.setitem(sys.modules, f'benchmarks.{name}', fake(name, 'v1'))
+    out = tmp_path / 'bench'
+    first = run_all.main(['--out-dir', str(out), '--no-readme'])
+    assert calls == list(run_all.PARTS)
+    with pytest.raises(SystemExit, match='no .*bench.json'):
+        run_all.main(['--update', '--out-dir', str(tmp_path / 'none'),
+                      '--parts', 'ir_time'])
+    calls.clear()
+    monkeypatch.setitem(sys.modules, 'benchmarks.ir_time', fake('ir_time', 'v2'))
+    second = run_all.main(['--update', '--out-dir', str(out), '--parts',
+                           'ir_time', '--no-readme'])
+    assert calls == ['ir_time']
+    data = json.load(open(out / 'bench.json'))
+    assert list(data['parts']) == list(run_all.PARTS)
+    for name in run_all.PARTS:
+        old = json.loads(json.dumps(first['parts'][name], default=str))
+        if name == 'ir_time':
+            assert data['parts'][name]['result']['table'].startswith('| ir_time v2')
+        else:
+            assert data['parts'][name] == old
+        assert data['parts'][name]['date'] and data['parts'][name]['commit']
+    assert data['total_wall_s'] == pytest.approx(
+        sum(p['wall_s'] for p in data['parts'].values()))
+    md = open(out / 'bench.md').read()
+    assert '| ir_time v2 |' in md and '| exactness v1 |' in md
+    assert second['readme'] is None
