@@ -39,6 +39,7 @@ from .plan import ReparamPlan, StateRule
 from .propagate import plan_layouts
 from .replica import check_ratio
 from .rules import Builder
+from .trace import op_signature
 from .verify import locate_deviation
 
 __all__ = [
@@ -224,16 +225,20 @@ def inverse_reparameterize(student: nn.Module,
     if one is not None:
         # layouts do not depend on the batch: plan on one image (the tag
         # bookkeeping scales with the activations), verify on the whole
-        # probe; anything that fails is retried on the whole probe (a
-        # batch-size dependent forward, e.g. ``squeeze()``)
+        # probe; a failure is retried on the whole probe, unless it is a
+        # refusal and the forward runs the same ops on any batch (then the
+        # retry would refuse alike: see trace.py)
         try:
             teacher = _build_teacher(student, one, **build)
             if verify:
                 teacher.gpd_plan.ir_deviation = verify_teacher(
                     student, teacher, example_inputs, forward_fn, tol)
             return teacher
-        except (UnsupportedModuleError, IRVerificationError, ValueError,
-                RuntimeError):
+        except (UnsupportedModuleError, ValueError):
+            if op_signature(student, one, forward_fn) == op_signature(
+                    student, example_inputs, forward_fn):
+                raise
+        except (IRVerificationError, RuntimeError):
             pass
     teacher = _build_teacher(student, example_inputs, **build)
     if verify:

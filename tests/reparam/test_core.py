@@ -452,3 +452,48 @@ def test_ir_plans_on_one_image_and_verifies_on_the_whole_probe(monkeypatch):
     teacher = inverse_reparameterize(net, 2, example_inputs=x)
     assert max_relative_deviation(run(teacher, x, False),
                                   run(net, x, False)) <= TOL
+
+
+class _FFTNet(nn.Module):
+    """An op with no rule (fft over the channels); ``only_one_image``: only
+    for a batch of one (the forward's ops depend on the batch size)."""
+
+    def __init__(self, only_one_image=False):
+        super().__init__()
+        self.only_one_image = only_one_image
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if not self.only_one_image or y.shape[0] == 1:
+            y = torch.fft.fft(y, dim=1).real
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_refusal_on_one_image_is_not_planned_again(monkeypatch):
+    """A refusal found on one image stands when the forward runs the same
+    ops on the whole probe (trace.op_signature); a forward whose ops change
+    with the batch size is planned again on the whole probe."""
+    import mmgpd.reparam.ir as ir
+    from mmgpd.reparam.trace import op_signature
+    calls = []
+    build = ir._build_teacher
+
+    def spy(student, plan_inputs, **kw):
+        calls.append(plan_inputs.shape[0])
+        return build(student, plan_inputs, **kw)
+
+    monkeypatch.setattr(ir, '_build_teacher', spy)
+    x = torch.randn(3, 3, 8, 8)
+    with pytest.raises(UnsupportedModuleError, match='fft'):
+        inverse_reparameterize(_FFTNet(), 2, example_inputs=x)
+    assert calls == [1]
+    calls.clear()
+    net = _FFTNet(only_one_image=True)
+    assert op_signature(net, x[:1], ir.default_forward) != op_signature(
+        net, x, ir.default_forward)
+    teacher = inverse_reparameterize(net, 2, example_inputs=x)
+    assert calls == [1, 3]
+    assert max_relative_deviation(run(teacher, x, False),
+                                  run(net, x, False)) <= TOL
