@@ -43,6 +43,21 @@ class DimMap:
             self.first, torch.arange(len(self.first))))
         if self.factor is not None and torch.all(self.factor == 1):
             self.factor = None
+        self._student_factor = None  # see student_factor
+
+    @property
+    def student_factor(self) -> Optional[torch.Tensor]:
+        """(S_d,) ``g`` with ``factor == g[index]`` (every replica of a
+        student position scaled alike, e.g. a carried 1/n), else None: then
+        IR can scale the student tensor before replicating it."""
+        if self.factor is None:
+            return None
+        if self._student_factor is None:
+            g = self.factor[self.first]
+            self._student_factor = g if torch.equal(
+                g[self.index], self.factor) else False
+        return self._student_factor if self._student_factor is not False \
+            else None
 
     @property
     def student_size(self) -> int:
@@ -123,8 +138,11 @@ class ParamMap:
         out, scale = student, None
         # inner dims first: the later, outer selections copy whole rows
         for d, m in sorted(self.dims.items(), reverse=True):
+            g = m.student_factor
+            if g is not None:  # scaled at the student's (smaller) size
+                out = out * _shape_for(g.to(out), d, out.dim())
             out = select_along(out, d, m.index)
-            if m.factor is not None:  # factors of all dims: one product
+            if m.factor is not None and g is None:  # one product at the end
                 f = _shape_for(m.factor.to(out), d, out.dim())
                 scale = f if scale is None else scale * f
         if scale is not None:  # ``out`` is a fresh copy: scaled in place
