@@ -14,8 +14,10 @@ autograd), computed as
   with ``C = x.shape[dim]`` (IR's replica layout at any ratio);
 * ``gather`` with the index broadcast over the other dims, along an inner
   dim otherwise;
-* ``index_select`` along dim 0 (row copies, already fast), on CUDA, and
-  under ``torch.compile`` (the cyclic test reads the index's values).
+* ``index_select`` along dim 0 (row copies, already fast), on CUDA, under
+  ``torch.compile`` (the cyclic test reads the index's values) and for a
+  non-contiguous ``x`` (e.g. channels_last weights: the output keeps
+  ``index_select``'s memory format).
 """
 import torch
 
@@ -36,12 +38,14 @@ def select_along(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor
     element-wise copy loop of an inner-dim ``index_select`` on the CPU.
 
     Returns:
-        Tensor: contiguous, ``x.shape`` with ``index.numel()`` entries along
-        ``dim``.
+        Tensor: ``x.shape`` with ``index.numel()`` entries along ``dim``;
+        contiguous for a contiguous ``x``.
     """
     index = index.to(x.device)
-    if x.dim() == 0 or torch.compiler.is_compiling():  # no data-dependent
-        return x.index_select(dim, index)              # branch in a graph
+    if x.dim() == 0 or torch.compiler.is_compiling() or not x.is_contiguous():
+        # no data-dependent branch in a graph; other strides (channels_last)
+        # keep index_select's output format
+        return x.index_select(dim, index)
     dim = dim % x.dim()
     size, n = x.shape[dim], index.numel()
     if is_cyclic(index, size):

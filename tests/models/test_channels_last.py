@@ -6,7 +6,7 @@ import torch
 
 from mmgpd.registry import MODELS
 from mmgpd.reparam import (default_forward, derive_student_state,
-                           extract_student, verify_teacher)
+                           extract_student, max_relative_deviation)
 
 from .test_gpd import batch, gpd_cfg, step, teacher_ckpt  # noqa: F401
 
@@ -65,13 +65,16 @@ def test_memory_formats_and_exactness(setting):
     assert all(p.is_contiguous() for p in _four_d(
         plain.dynamic_teacher.named_parameters()).values())
 
-    # IR's self-check on the probe batch: the contiguous deviation, within fp32
+    # T_d vs its extracted student (they differ by the effect of IR's noise,
+    # ~1e-4 here): the contiguous model's deviation, within fp32
     x = plain.data_preprocessor(batch(8), False)['inputs']
     devs = []
     for m, inputs in ((plain, x), (model, x.contiguous(memory_format=CL))):
-        devs.append(verify_teacher(extract_student(m.dynamic_teacher),
-                                   m.dynamic_teacher, inputs, default_forward,
-                                   tol=1e-4))
+        t_d = m.dynamic_teacher.eval()
+        with torch.no_grad():
+            devs.append(max_relative_deviation(
+                default_forward(t_d, inputs),
+                default_forward(extract_student(t_d).eval(), inputs)))
     assert devs[1] == pytest.approx(devs[0], abs=1e-6)
     with torch.no_grad():
         for name in ('student', 'dynamic_teacher'):
