@@ -69,8 +69,10 @@ time and frees it before the next: ``resident`` = memory after build − before
 build; ``step peak`` = peak during ``--mem-steps`` steps − memory after build
 (activations, gradients, optimizer state, temporaries). CUDA:
 ``torch.cuda.memory_allocated`` / ``max_memory_allocated`` (peak reset per
-unit). CPU: the process's RSS (``VmRSS``) and peak RSS (``VmHWM``, reset
-through ``/proc/self/clear_refs``), with glibc's mmap threshold fixed at 64 KiB
+unit). CPU: ``resident`` from the anonymous RSS (``RssAnon``; the libraries'
+file-backed pages, which the kernel may reclaim during a build, are left out),
+``step peak`` from the peak RSS (``VmHWM``, reset through
+``/proc/self/clear_refs``) − ``VmRSS`` after build, with glibc's mmap threshold fixed at 64 KiB
 (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the RSS instead of being
 reused silently, and every free heap page returned (``malloc_trim``) before
 each reading; falls back to ``ru_maxrss`` where the peak cannot be reset.
@@ -562,12 +564,24 @@ class _Meter:
         self.method = None
 
     def now(self) -> float:
+        """Live memory: CUDA's allocated bytes; on the CPU the anonymous RSS
+        (``RssAnon``: heap and tensors; the libraries' file-backed pages,
+        which the kernel may reclaim at any moment, e.g. DAMON's proactive
+        reclaim, are left out) after returning free heap pages."""
         gc.collect()
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             return torch.cuda.memory_allocated() / 2**20
         release_free_heap()  # freed heap pages would hide new allocations
+        anon = _proc_status_kb('RssAnon')
+        return (anon if anon is not None else _proc_status_kb('VmRSS')) / 1024
+
+    def baseline(self) -> float:
+        """Memory now, on the basis of :meth:`peak` (CPU: whole VmRSS)."""
+        if self.cuda:
+            return self.now()
+        release_free_heap()
         return _proc_status_kb('VmRSS') / 1024
 
     def reset_peak(self):
@@ -603,12 +617,13 @@ def memory_worker(setting: str, names, quick: bool, device, amp,
             before = meter.now()
             unit = build_unit(name, spec, data, device, amp, ckpt)
             built = meter.now()
+            base = meter.baseline()
             meter.reset_peak()
             for _ in range(steps):
                 unit.step()
             peak = meter.peak()
             out[name] = dict(resident_mb=built - before,
-                             step_peak_mb=max(0.0, peak - built),
+                             step_peak_mb=max(0.0, peak - base),
                              method=meter.method)
             del unit
             meter.now()
