@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .indexing import select_along
+from .indexing import is_cyclic, select_along
 from .replica import ReplicaMap
 
 __all__ = ['DimMap', 'ParamMap']
@@ -133,8 +133,31 @@ class ParamMap:
         return all(m.teacher_size == m.student_size and m.is_prefix
                    and m.factor is None for m in self.dims.values())
 
+    def _whole_repeats(self):
+        """Per dim the repeat count when every mapped dim is cyclic with a
+        whole ratio and a per-student-position factor (the usual IR layout):
+        then :meth:`expand` is one ``repeat``; else None."""
+        reps = [1] * len(self.student_shape)
+        for d, m in self.dims.items():
+            n, rest = divmod(m.teacher_size, m.student_size)
+            if rest or not is_cyclic(m.index, m.student_size) or (
+                    m.factor is not None and m.student_factor is None):
+                return None
+            reps[d] = n
+        return reps
+
     def expand(self, student: torch.Tensor) -> torch.Tensor:
         """IR: the teacher tensor (teacher_shape) built from ``student``."""
+        if not self.dims:
+            return student
+        reps = self._whole_repeats() if student.is_contiguous() else None
+        if reps is not None:  # scaled at S's size, then copied in one pass
+            out = student
+            for d, m in self.dims.items():
+                if m.student_factor is not None:
+                    out = out * _shape_for(m.student_factor.to(out), d,
+                                           out.dim())
+            return out.repeat(*reps)
         out, scale = student, None
         # inner dims first: the later, outer selections copy whole rows
         for d, m in sorted(self.dims.items(), reverse=True):
