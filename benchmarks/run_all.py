@@ -190,9 +190,8 @@ def render_markdown(parts, info, total_s, quick, out_dir) -> str:
     lines = ['# mmgpd benchmarks', '']
     lines.append(f'`make bench` (`python -m benchmarks.run_all'
                  f'{" --quick" if quick else ""}`), written {info["date"]}; '
-                 'each part ran alone on the machine, from the commit and at '
-                 'the time in its row (a part rerun with `--update` keeps the '
-                 'others).')
+                 'each part ran from the commit and at the time in its row (a '
+                 'part rerun with `--update` keeps the others).')
     lines.append('')
     lines.append(f'Machine: {info["cpu"]}, {info["cpu_count"]} cores; torch '
                  f'{info["torch"]}, Python {info["python"]}, '

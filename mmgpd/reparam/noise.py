@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .indexing import is_cyclic
+
 __all__ = ['add_noise', 'NOISE_MODES']
 
 #: ``'zero_sum'`` (GPD's default here) or ``'iid'`` (the reference code)
@@ -87,8 +89,7 @@ def _add_cyclic_zero_sum(p, in_dim, std, generator) -> bool:
     rounding of values ~std, far below the rounding of ``p + std · e``).
     """
     index, c, width = in_dim.index, in_dim.student_size, p.shape[1]
-    if width % c or not p.is_contiguous() or not torch.equal(
-            index, torch.arange(width, device=index.device) % c):
+    if width % c or not p.is_contiguous() or not is_cyclic(index, c):
         return False
     n = width // c
     view = p.view(p.shape[0], n, -1)
