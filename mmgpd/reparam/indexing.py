@@ -7,8 +7,8 @@ one element at a time: widening (1, 1024, 96) float64 to (1, 1024, 192) takes
 ~0.9 ms, against ~0.05 ms for ``repeat`` and ~0.08 ms for ``gather``; a
 (2304, 768) weight selected along dim 1 then dim 0 takes 26 ms, along dim 0
 of the already widened rows last 2.7 ms.  :func:`select_along` returns
-exactly ``x.index_select(dim, index)`` (same values, dtype, contiguity and
-autograd), computed as
+exactly ``x.index_select(dim, index)`` (same values, dtype, strides and
+autograd; tested), computed as
 
 * ``repeat`` (+ ``narrow``) when ``index`` is cyclic, ``index[j] = j mod C``
   with ``C = x.shape[dim]`` (IR's replica layout at any ratio);

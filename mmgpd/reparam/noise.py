@@ -4,8 +4,8 @@ IR replicates every widened channel exactly, so replicas would get equal
 gradients and stay equal forever; N(0, std) noise on the widened weights
 breaks that symmetry (``inverse_reparameterize(noise=...)``).
 
-Cost: drawing the noise dominates (ResNet-50 r=2 with branches draws ~47 M
-values).  Each weight tensor gets its own random stream, seeded in a fixed
+Cost: drawing the noise dominates (one N(0, 1) value per replicated weight
+past the first replica: tens of millions for a ResNet-50 at ratio 2).  Each weight tensor gets its own random stream, seeded in a fixed
 order from the caller's generator, and the tensors are filled by a thread
 pool of ``torch.get_num_threads()`` workers (``torch.randn`` on the CPU is
 single-threaded; the GIL is released inside the kernels).  The result depends
