@@ -36,7 +36,7 @@ class GPD(BaseModel):
 
     Args:
         architecture (dict): Config of the student: an mmpretrain classifier or
-            a single-stage mmdet detector (e.g. ``{{_base_.model}}`` of an
+            an mmdet detector (single-stage or two-stage) (e.g. ``{{_base_.model}}`` of an
             ``mmpretrain::`` / ``mmdet::`` config). Its task adapter
             (``mmgpd.models.tasks``) says how outputs, losses and predictions
             are read.

@@ -2,7 +2,7 @@
 and predictions.
 
 :func:`task_for` picks the adapter from the student: an mmpretrain classifier
-(:class:`ClassificationTask`) or a single-stage mmdet detector
+(:class:`ClassificationTask`) or an mmdet detector, single-stage or two-stage
 (:class:`DetectionTask`). The algorithm (``GPD``) and the distiller stay
 task-agnostic: they see, per model, a dict of outputs — ``'logits'`` ((N, K)
 logits, or one dense classification map per FPN level) and, for detectors,
