@@ -35,6 +35,16 @@ Kinds:
     (the teacher's are the student's).  No parameters; the extractor's
     ``out_channels`` is widened by ``attrs.py``.
 
+Two-stage detectors need two more things, neither a module kind: the shared
+FCs' flattened ``C×k×k`` RoI features are an op (``flatten``) that the planner
+follows like any other on the tags (``propagate.py``: teacher column
+``c'·k² + b`` carries student column ``g(c')·k² + b``; tested by hand in
+``tests/models/test_gpd_two_stage.py``), and proposal decoding reads only
+*output boundaries* — the RPN / RoI prediction layers, kept at the student's
+width and values — which the task names (``output_boundaries`` of
+``mmgpd.models.tasks.detection``), since which outputs a model decodes is a
+property of the task, not of a layer type.
+
 Only :data:`RULE_UNITS` are units of the layout planner (``propagate.py``):
 every other module — containers, SE layers, gates, Flatten, padding, DropPath,
 hand-written attention — is traced through and its functional ops are
