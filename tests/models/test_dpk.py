@@ -1,9 +1,12 @@
-"""DPK (mmgpd.models.methods.dpk): mixing, π = 1 − CKA, loss domain, state."""
+"""DPK (mmgpd.models.methods.dpk): mixing, π = 1 − CKA, loss domain, the
+reconstructed options (position embedding, token / target normalisation,
+reconstruction loss, CKA rows, π's update interval, spatial alignment), state."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmgpd.models.losses.cka import linear_cka
-from mmgpd.models.methods.dpk import DPK, sincos_pos_embed
+from mmgpd.models.methods.dpk import DPK, sincos_pos_embed, token_normalize
 
 CS, CT = 6, 10
 
@@ -236,6 +239,160 @@ def test_shapes_widths_and_pooling():
     assert torch.allclose(pos[0], torch.tensor([0., 0., 1., 1., 0., 0., 1., 1.]))
 
 
+# ------------------------------------------------------------- options
+def test_default_options_add_no_state():
+    """The defaults keep the state dict of before the options existed."""
+    keys = {k.split('stage4.', 1)[1] for k in dpk().state_dict()}
+    assert 'pos' not in keys and 'ratio_step' not in keys
+    assert not any(k.startswith('token_norm') for k in keys)
+
+
+def test_pos_embed_options():
+    f_s, f_t = feats(), feats(c=CT, seed=1)
+    m = dpk(ratio=0.0, pos_embed='none')
+    seen = encoder_input(m)
+    m({'stage4': f_s}, {'stage4': f_t})
+    block = m.blocks['stage4']
+    with torch.no_grad():
+        raw, _ = block.tokens(block.embed_s, f_s)
+    assert torch.allclose(seen[0], raw, atol=1e-6)  # no position at all
+    m = dpk(ratio=0.0, pos_embed='learned')
+    block = m.blocks['stage4']
+    assert block.pos.shape == (1, 16, 4, 4)  # D x the probe's token grid
+    seen = encoder_input(m)
+    m({'stage4': f_s}, {'stage4': f_t})['loss_dpk'].backward()
+    with torch.no_grad():
+        raw, _ = block.tokens(block.embed_s, f_s)
+        ref = raw + block.pos.flatten(2)[0].t()
+    assert torch.allclose(seen[0], ref, atol=1e-6)
+    assert torch.count_nonzero(block.pos.grad) > 0  # trained
+    # another grid (detection inputs vary): the embedding resized bilinearly
+    big_s, big_t = feats(h=6, w=6), feats(c=CT, h=6, w=6, seed=1)
+    m({'stage4': big_s}, {'stage4': big_t})
+    with torch.no_grad():
+        raw, _ = block.tokens(block.embed_s, big_s)
+        pos = F.interpolate(block.pos, size=(6, 6), mode='bilinear',
+                            align_corners=False)
+    assert torch.allclose(seen[1], raw + pos.flatten(2)[0].t(), atol=1e-6)
+
+
+@pytest.mark.parametrize('norm', ['layer_norm', 'batch_norm'])
+def test_token_norm_options(norm):
+    m = dpk(ratio=0.0, token_norm=norm)
+    m.train()
+    block = m.blocks['stage4']
+    f_s, f_t = feats().requires_grad_(True), feats(c=CT, seed=1)
+    seen = encoder_input(m)
+    m({'stage4': f_s}, {'stage4': f_t})['loss_dpk'].backward()
+    x = seen[0] - sincos_pos_embed(4, 4, 16)  # (N, L, D) normalised tokens
+    if norm == 'layer_norm':  # over D, per token
+        assert torch.allclose(x.mean(-1), torch.zeros(4, 16), atol=1e-5)
+        assert torch.allclose(x.var(-1, unbiased=False), torch.ones(4, 16),
+                              atol=1e-3)
+    else:  # over the batch and the token grid, per channel (training mode)
+        assert torch.allclose(x.mean((0, 1)), torch.zeros(16), atol=1e-5)
+        assert torch.allclose(x.var((0, 1), unbiased=False), torch.ones(16),
+                              atol=1e-3)
+    # π = 0: the teacher side's norm gets an exactly zero gradient as well
+    for name, p in block.token_norm_t.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    assert any(torch.count_nonzero(p.grad) > 0
+               for p in block.token_norm_s.parameters())
+
+
+def test_target_norm_token_standardises_each_patch():
+    x = feats(n=2, c=3, h=5, w=4, seed=3)
+    y = token_normalize(x, 1)  # per position over the channels
+    assert torch.allclose(y.mean(1), torch.zeros(2, 5, 4), atol=1e-5)
+    y = token_normalize(x, 2)  # each 2x2 patch over its 3·4 values
+    assert y.shape == x.shape
+    patch = y[:, :, 2:4, 0:2]
+    assert torch.allclose(patch.mean((1, 2, 3)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(patch.var((1, 2, 3), unbiased=False), torch.ones(2),
+                          atol=1e-4)
+    m = dpk(ratio=0.5, target_norm='token', patch_size=2)
+    f_s, f_t = feats(), 5.0 * feats(c=CT, seed=1) + 3.0
+    torch.manual_seed(2)
+    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+    torch.manual_seed(2)
+    block = m.blocks['stage4']
+    mask = block.draw_mask(4, 4, 0.5, 'bernoulli', True, 'cpu')
+    with torch.no_grad():
+        ref = (block(f_s, f_t, mask) - token_normalize(f_t, 2)).pow(2).mean()
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
+
+
+@pytest.mark.parametrize('kind', ['smooth_l1', 'l1'])
+def test_recon_loss_options(kind):
+    m = dpk(ratio=0.5, recon_loss=kind)
+    f_s, f_t = feats(), 3.0 * feats(c=CT, seed=1)
+    torch.manual_seed(4)
+    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+    torch.manual_seed(4)
+    block = m.blocks['stage4']
+    mask = block.draw_mask(4, 16, 0.5, 'bernoulli', True, 'cpu')
+    with torch.no_grad():
+        recon = block(f_s, f_t, mask)
+    ref = F.smooth_l1_loss(recon, f_t) if kind == 'smooth_l1' else \
+        F.l1_loss(recon, f_t)
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
+    assert float(ref) != pytest.approx(float((recon - f_t).pow(2).mean()),
+                                       rel=1e-3)
+
+
+def test_cka_rows_pooled_reads_the_spatial_means():
+    f_s = feats(n=8, seed=2)
+    f_t = feats(n=8, c=CT, seed=5)
+    f_t[:, :CS] += f_s
+    m = dpk(cka_rows='pooled', ratio_clip=(0.0, 1.0))
+    m.train()
+    m({'stage4': f_s}, {'stage4': f_t})
+    expect = 1 - float(linear_cka(f_s.mean((2, 3)), f_t.mean((2, 3))))
+    assert float(m.blocks['stage4'].ratio) == pytest.approx(expect, rel=1e-6)
+    assert expect != pytest.approx(1 - float(linear_cka(f_s, f_t)), rel=1e-3)
+
+
+def test_ratio_interval_updates_every_kth_training_forward():
+    """ratio_interval=3: π moves on training forwards 1, 4, 7 only; eval
+    forwards do not count; the counter is checkpointed."""
+    def pair(i):  # related features: 0 < CKA < 1, a different one each i
+        f_s, f_t = feats(n=8, seed=10 + i), feats(n=8, c=CT, seed=20 + i)
+        f_t[:, :CS] += f_s
+        return f_s, f_t
+
+    m = dpk(ratio_interval=3, ratio_clip=(0.0, 1.0))
+    ratios = []
+    for i in range(7):
+        m.train()
+        f_s, f_t = pair(i)
+        m({'stage4': f_s}, {'stage4': f_t})
+        ratios.append(float(m.blocks['stage4'].ratio))
+        m.eval()
+        m({'stage4': f_t[:, :CS]}, {'stage4': f_t})
+    assert ratios[0] == pytest.approx(1 - float(linear_cka(*pair(0))),
+                                      rel=1e-6)  # the first forward updates
+    moved = [i for i in range(1, 7) if ratios[i] != ratios[i - 1]]
+    assert moved == [3, 6]
+    assert ratios[3] == pytest.approx(1 - float(linear_cka(*pair(3))),
+                                      rel=1e-6)
+    state = m.state_dict()
+    assert int(state['blocks.stage4.ratio_step']) == 7
+    fresh = dpk(ratio_interval=3, ratio_clip=(0.0, 1.0))
+    fresh.load_state_dict(state)
+    assert int(fresh.blocks['stage4'].ratio_step) == 7
+
+
+def test_bilinear_spatial_align():
+    m = dpk(ratio=0.5, h=4, w=4, spatial_align='bilinear')
+    f_s, f_t = feats(h=6, w=6), feats(c=CT, seed=1)
+    torch.manual_seed(5)
+    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+    torch.manual_seed(5)
+    small = F.interpolate(f_s, size=(4, 4), mode='bilinear', align_corners=False)
+    ref = m({'stage4': small}, {'stage4': f_t})['loss_dpk']
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match='ratio'):
         DPK(ratio='gap')
@@ -249,6 +406,12 @@ def test_config_errors_name_the_key():
         DPK(embed_dim=30, num_heads=4)
     with pytest.raises(ValueError, match='patch_size'):
         DPK(taps=('fpn0', 'fpn1'), patch_size=dict(fpn0=2))
+    for key, value in (('pos_embed', 'rope'), ('token_norm', 'group_norm'),
+                       ('target_norm', 'pixel'), ('recon_loss', 'huber'),
+                       ('spatial_align', 'nearest'), ('cka_rows', 'tokens'),
+                       ('ratio_interval', 0)):
+        with pytest.raises(ValueError, match=key):
+            DPK(**{key: value})
     with pytest.raises(ValueError, match=r'\(N, C, H, W\)'):
         DPK(taps=('pooled', )).prepare({'pooled': torch.Size([2, 8])},
                                        {'pooled': torch.Size([2, 8])})

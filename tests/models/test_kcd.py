@@ -1,10 +1,12 @@
-"""KCD (mmgpd.models.methods.kcd): channel statistics, the assignment, state."""
+"""KCD (mmgpd.models.methods.kcd): channel statistics, the assignment, the
+reconstructed options (spatial_align, statistic, stats_momentum), state."""
 import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from mmgpd.models.methods.kcd import KCD, ChannelMatch, align_spatial
 
@@ -184,6 +186,105 @@ def test_margin_keeps_previous_assignment_and_online_refresh_changes():
     assert report['stage4']['kept'] == 1.0 and report['stage4']['changed'] == 0.0
 
 
+# ------------------------------------------------------------- options
+def test_bilinear_spatial_align_interpolates_the_larger_map():
+    """spatial_align='bilinear': the larger map is interpolated (not pooled)
+    to the smaller's size, for the statistics and the loss alike. 6 -> 4
+    (a non-integer factor: at 2x bilinear equals 2x2 average pooling)."""
+    s = features(n=4, c=5, hw=6, dtype=torch.float64)
+    t = features(n=4, c=7, hw=4, seed=3, dtype=torch.float64)
+    a, b = align_spatial(s, t, 'bilinear')
+    ref = F.interpolate(s, size=(4, 4), mode='bilinear', align_corners=False)
+    assert torch.equal(a, ref) and b is t
+    pooled, _ = align_spatial(s, t)  # the default
+    assert not torch.allclose(a, pooled)
+    b2, a2 = align_spatial(t, s, 'bilinear')  # either side may be larger
+    assert torch.equal(a2, ref) and b2 is t
+    with pytest.raises(ValueError, match='spatial_align'):
+        align_spatial(s, t, 'nearest')
+    m = kcd(5, 7, spatial_align='bilinear', hw=6)
+    m.matches['stage4'].accumulate(s, t)
+    same = ChannelMatch(5, 7)
+    same.accumulate(ref, t)  # equal sizes: no alignment
+    assert torch.allclose(m.matches['stage4'].correlation(),
+                          same.correlation(), atol=1e-12)
+    m.update()
+    s_al, t_al = m.matches['stage4'].align(s.float(), t.float())
+    assert s_al.shape == t_al.shape == (4, 5, 4, 4)
+    assert torch.allclose(s_al, ref.float(), atol=1e-6)
+
+
+def test_class_profile_statistic():
+    """statistic='class_profile': R = cos of the class-mean profiles of the
+    channels' spatial means; a positively rescaled channel permutation is
+    recovered; labels are required."""
+    c, k = 10, 4
+    s = features(n=16, c=c, seed=8, dtype=torch.float64)
+    labels = torch.arange(16) % k
+    sigma = torch.randperm(c, generator=torch.Generator().manual_seed(4))
+    scale = torch.rand(c, generator=torch.Generator().manual_seed(5),
+                       dtype=s.dtype) + 0.5
+    t = s[:, sigma] * scale.view(1, -1, 1, 1)
+    m = kcd(c, c, statistic='class_profile', num_classes=k)
+    for part_s, part_t, part_y in zip(s.chunk(3), t.chunk(3), labels.chunk(3)):
+        m.accumulate({'stage4': part_s}, {'stage4': part_t}, part_y)
+    r = m.matches['stage4'].correlation()
+    # by hand: class means of the spatial means, then column cosines
+    onehot = F.one_hot(labels, k).double()
+    prof_s = (onehot.t() @ s.mean((2, 3))) / onehot.sum(0)[:, None]
+    prof_t = (onehot.t() @ t.mean((2, 3))) / onehot.sum(0)[:, None]
+    ref = F.normalize(prof_t, dim=0).t() @ F.normalize(prof_s, dim=0)
+    assert torch.allclose(r, ref, atol=1e-12)
+    report = m.update()
+    assert torch.equal(m.matches['stage4'].perm, torch.argsort(sigma))
+    assert report['stage4']['matched_corr'] == pytest.approx(1.0, abs=1e-9)
+    # the default statistic differs (rows = images x positions, centred)
+    assert not torch.allclose(r, ChannelMatch(c, c).correlation(
+        _stats(s, t)), atol=1e-3)
+    with pytest.raises(RuntimeError, match='labels'):
+        m.accumulate({'stage4': s}, {'stage4': t})
+    with pytest.raises(ValueError, match='labels'):
+        m.accumulate({'stage4': s}, {'stage4': t}, labels + k)
+
+
+def _stats(s, t):
+    one = ChannelMatch(s.shape[1], t.shape[1])
+    one.accumulate(s, t)
+    return {n: getattr(one, n) for n in one._stat_names}
+
+
+def test_stats_momentum_averages_the_cost_across_refreshes():
+    """stats_momentum=μ: the second solve uses μ·R₁ + (1 − μ)·R₂, kept in a
+    persistent buffer; the default keeps no such buffer (checkpoints as
+    before) and solves from the last pass alone."""
+    c = 8
+    s = features(c=c, seed=11)
+    sig1 = torch.randperm(c, generator=torch.Generator().manual_seed(1))
+    sig2 = torch.randperm(c, generator=torch.Generator().manual_seed(2))
+    r1 = ChannelMatch(c, c).correlation(_stats(s, s[:, sig1]))
+    r2 = ChannelMatch(c, c).correlation(_stats(s, s[:, sig2]))
+    m = kcd(c, c, stats_momentum=0.9)
+    solve(m, s, s[:, sig1])
+    match = m.matches['stage4']
+    assert torch.allclose(match.corr_ema, r1, atol=1e-12)  # first: R₁ itself
+    solve(m, s, s[:, sig2])
+    avg = 0.9 * r1 + 0.1 * r2
+    assert torch.allclose(match.corr_ema, avg, atol=1e-12)
+    # the old assignment still wins on the average (momentum 0 switches:
+    # test_margin_keeps_previous_assignment_and_online_refresh_changes)
+    assert torch.equal(match.perm, torch.argsort(sig1))
+    assert 'matches.stage4.corr_ema' in m.state_dict()
+    assert set(kcd(c, c).state_dict()) == {
+        'matches.stage4.solved', 'matches.stage4.score', 'matches.stage4.perm'}
+    # orthogonal mode solves from the average too
+    q = kcd(c, c, 'orthogonal', stats_momentum=0.5)
+    solve(q, s, s[:, sig1])
+    solve(q, s, s[:, sig2])
+    u, _, vh = torch.linalg.svd((0.5 * r1 + 0.5 * r2).t())
+    assert torch.allclose(q.matches['stage4'].transform.double(), u @ vh,
+                          atol=1e-5)
+
+
 # ------------------------------------------------------------- state
 def test_state_dict_round_trip_and_unsolved_error():
     c = 8
@@ -221,6 +322,14 @@ def test_config_errors_name_the_key():
                                        {'stage4': torch.Size([1, 2, 1, 1])})
     with pytest.raises(KeyError, match='loss'):
         KCD(loss=dict(type='mmgpd.NoSuchLoss'))
+    with pytest.raises(ValueError, match='statistic'):
+        KCD(statistic='covariance')
+    with pytest.raises(ValueError, match='num_classes'):
+        KCD(statistic='class_profile')
+    with pytest.raises(ValueError, match='spatial_align'):
+        KCD(spatial_align='nearest')
+    with pytest.raises(ValueError, match='stats_momentum'):
+        KCD(stats_momentum=1.0)
 
 
 # ------------------------------------------------------------- two ranks

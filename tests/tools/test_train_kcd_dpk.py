@@ -1,5 +1,7 @@
-"""KCD and DPK through tools/train.py on digits (alone and + GPD), their state
-across --resume, and students that tools/extract_student.py writes without them."""
+"""KCD and DPK through tools/train.py on digits (alone and + GPD), KCD's online
+refresh every k epochs, their state across --resume, and students that
+tools/extract_student.py writes without them (the plain student's keys, loaded
+by mmpretrain's get_model) for every digits config."""
 import copy
 import os.path as osp
 import sys
@@ -34,6 +36,15 @@ def teacher_ckpt(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope='module')
+def plain_keys():
+    """The state-dict keys of the plain digits student."""
+    from mmgpd.registry import MODELS
+    init_default_scope('mmpretrain')
+    return set(MODELS.build(copy.deepcopy(Config.fromfile(BASELINE).model))
+               .state_dict())
+
+
 def train(cfg, work, teacher_ckpt, *extra):
     import train as train_tool
     return train_tool.main([cfg, '--work-dir', str(work), '--cfg-options',
@@ -46,7 +57,10 @@ def _scalar(runner, key):
 
 @pytest.mark.parametrize('name', ['digits_kcd', 'digits_kcd_gpd', 'digits_dpk',
                                   'digits_dpk_gpd'])
-def test_digits_config_trains(name, teacher_ckpt, tmp_path):
+def test_digits_config_trains_and_extracts(name, teacher_ckpt, plain_keys,
+                                           tmp_path):
+    """One training run per config, then its checkpoint through
+    tools/extract_student.py (alone and + GPD alike)."""
     cfg = osp.join(BENCH, f'{name}.py')
     runner = train(cfg, tmp_path, teacher_ckpt)
     algorithm = runner.model
@@ -95,43 +109,61 @@ def test_digits_config_trains(name, teacher_ckpt, tmp_path):
         assert lrs.pop() == pytest.approx(0.1 * other.pop())
     # the written student is a plain classifier: no method state in it
     student = torch.load(tmp_path / 'student_latest.pth', weights_only=True)
-    assert not any('methods' in k or 'distiller' in k or k.startswith('teacher')
-                   for k in student['state_dict'])
+    assert set(student['state_dict']) == plain_keys
+    from mmpretrain.apis import get_model
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     if not stacked:  # ...that plain mmpretrain loads (strict) and runs alike
-        from mmpretrain.apis import get_model
         plain = get_model(BASELINE, pretrained=str(tmp_path / 'student_latest.pth'))
-        x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             ref = algorithm.student.eval()(x, mode='tensor')
             got = plain.eval()(x, mode='tensor')
         assert torch.allclose(ref, got, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize('name', ['digits_kcd_gpd', 'digits_dpk_gpd'])
-def test_student_round_trips_through_extract_student(name, teacher_ckpt,
-                                                     tmp_path):
+    # the same run's checkpoint through tools/extract_student.py
     import extract_student
-    from mmpretrain.apis import get_model
 
     from mmgpd.models.export import load_gpd
-    cfg = osp.join(BENCH, f'{name}.py')
-    train(cfg, tmp_path / 'run', teacher_ckpt)
     out = tmp_path / 'student'
-    result = extract_student.main([cfg, str(tmp_path / 'run' / 'epoch_1.pth'),
+    result = extract_student.main([cfg, str(tmp_path / 'epoch_1.pth'),
                                    '--out', str(out)])
     assert result['deviation'] <= 1e-5
     text = (out / 'student.py').read_text()
     assert 'mmgpd' not in text and 'KCD' not in text and 'DPK' not in text
-    ckpt = torch.load(out / 'student.pth', weights_only=True)
-    assert not any('methods' in k for k in ckpt['state_dict'])
+    extracted = torch.load(out / 'student.pth', weights_only=True)['state_dict']
+    assert set(extracted) == plain_keys
     model = get_model(str(out / 'student.py'), pretrained=str(out / 'student.pth'))
-    gpd, _ = load_gpd(Config.fromfile(cfg), str(tmp_path / 'run' / 'epoch_1.pth'))
+    gpd, _ = load_gpd(Config.fromfile(cfg), str(tmp_path / 'epoch_1.pth'))
     assert len(gpd.distiller.methods) == 0
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = gpd.student(x, mode='tensor')
         got = model.eval()(x, mode='tensor')
     assert torch.allclose(ref, got, rtol=1e-5, atol=1e-6)
+
+
+def test_kcd_online_refresh_every_k_epochs(teacher_ckpt, tmp_path):
+    """KCDHook(mode='online', interval=2) over 3 epochs solves before training
+    and after epoch 2 only; with statistic='class_profile' (the hook hands the
+    labels over) and stats_momentum (the averaged cost is checkpointed)."""
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(f'''
+_base_ = [{osp.join(BENCH, 'digits_kcd.py')!r}]
+model = dict(distiller=dict(method=dict(
+    statistic='class_profile', num_classes=10, stats_momentum=0.5)))
+custom_hooks = [dict(type='mmgpd.GPDHook'),
+                dict(type='mmgpd.KCDHook', mode='online', interval=2, num_batches=2)]
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1))
+''')
+    runner = train(str(cfg), tmp_path / 'run', teacher_ckpt,
+                   'train_cfg.max_epochs=3', 'train_cfg.val_interval=3')
+    solves = runner.message_hub.get_scalar('kcd/student/stage4/matched_corr')
+    assert len(solves.data[0]) == 2  # before training, after epoch 2
+    key = 'distiller.methods.student.matches.stage4.corr_ema'
+    ema = [torch.load(tmp_path / 'run' / f'epoch_{e}.pth',
+                      weights_only=False)['state_dict'][key] for e in (1, 2, 3)]
+    assert ema[0].shape == (256, 128) and bool(ema[0].any())
+    assert not torch.equal(ema[1], ema[0])  # re-solved after epoch 2 ...
+    assert torch.equal(ema[2], ema[1])  # ... and not after epochs 1 or 3
+    perm = runner.model.distiller.methods['student'].matches['stage4'].perm
+    assert len(set(perm.tolist())) == 128 and int(perm.min()) >= 0
 
 
 def _stacked_cfg(path):

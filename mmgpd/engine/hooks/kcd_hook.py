@@ -38,6 +38,20 @@ class KCDHook(Hook):
     ``--resume`` continues exactly. Both variants are reconstructed from the
     paper's description (KCD's method section was not readable).
 
+    The batches' (N,) labels (``task.gt``; None for detection) go to each
+    KCD's statistics too (read by ``statistic='class_profile'`` only). How the
+    statistics are averaged across refreshes is the method's
+    ``stats_momentum``.
+
+    **Fixed in this reconstruction** (not options): refreshes happen at epoch
+    ends only — a refresh iterates the training dataloader, which must not be
+    re-entered in the middle of an epoch (with persistent workers a second
+    iterator resets the running one); the offline source is the distilled
+    model as it stands in ``before_train`` (its initialisation, or the weights
+    of ``load_from``: a student pretrained without KD is reached that way, a
+    student after warm-up epochs is not); the pass runs the models in eval
+    mode on the training dataloader's batches without batch augments.
+
     Logged per refresh (message hub, ``kcd/<target>/<tap>/matched_corr``,
     ``…/changed``): the mean matched correlation and the share of student
     channels whose teacher channel changed.
@@ -129,6 +143,7 @@ class KCDHook(Hook):
         data = algorithm.data_preprocessor(batch, False)
         inputs, samples = data['inputs'], data['data_samples']
         distiller, task = algorithm.distiller, algorithm.task
+        gt = task.gt(samples, inputs.device)
         models = algorithm.models()
         teacher, _ = task.outputs(algorithm.teacher, inputs, samples,
                                   with_loss=False,
@@ -144,4 +159,4 @@ class KCDHook(Hook):
                     out = {k: (distiller.fold(k, v) if k in distiller.tap_folds
                                else v) for k, v in out.items()}
                 outs[target] = out
-            method.accumulate(outs[target], teacher)
+            method.accumulate(outs[target], teacher, gt)
