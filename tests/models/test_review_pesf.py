@@ -42,6 +42,21 @@ def test_hcl_by_hand():
     one = (4 / 64) ** 2
     expect8 = (4 / 64 + 0.5 * four + 0.25 * two + 0.125 * one) / 1.875
     assert hcl([fs8], [ft8]).item() == pytest.approx(expect8)
+    # every H >= 5 uses all three levels (7x7: an ImageNet ResNet's stage 4);
+    # at H = 2 only 1x1 is added, at 1/2 (total 1.5)
+    g = torch.Generator().manual_seed(0)
+    a7, b7 = (torch.randn(2, 3, 7, 7, generator=g) for _ in range(2))
+
+    def pooled(lvl):
+        return F.mse_loss(F.adaptive_avg_pool2d(a7, lvl),
+                          F.adaptive_avg_pool2d(b7, lvl)).item()
+    expect7 = (F.mse_loss(a7, b7).item() + 0.5 * pooled(4) + 0.25 * pooled(2) +
+               0.125 * pooled(1)) / 1.875
+    assert hcl([a7], [b7]).item() == pytest.approx(expect7, rel=1e-6)
+    fs2, ft2 = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    ft2[0, 0, 0, 0] = 2.0
+    expect2 = (4.0 / 4 + 0.5 * (2.0 / 4) ** 2) / 1.5
+    assert hcl([fs2], [ft2]).item() == pytest.approx(expect2)
     # a 1x1 map is a plain MSE; pairs are summed
     a, b = torch.randn(3, 5, 1, 1), torch.randn(3, 5, 1, 1)
     assert hcl([a, fs], [b, ft]).item() == pytest.approx(
@@ -187,6 +202,30 @@ def test_pesf_terms_by_hand_and_gradient_routing():
     assert all(p.grad.abs().sum() > 0 for p in m.adapter.parameters())
 
 
+@pytest.mark.parametrize('form', [dict(), dict(swap_correction=True),
+                                  dict(target='swap')])
+def test_pesf_sends_no_gradient_into_the_teacher(form):
+    """PESF-KD itself stops the gradient at the teacher's outputs: a teacher
+    run with autograd on (outside GPD's no_grad) gets none from any term, nor
+    from the adapted logits, while S and the adapter get theirs."""
+    g = torch.Generator().manual_seed(0)
+    body, head = nn.Linear(3, 6), nn.Linear(6, 5)  # T's trunk and its head
+    x = torch.randn(4, 3, generator=g)
+    pooled = torch.relu(body(x))
+    t = dict(pooled=pooled, logits=head(pooled))
+    assert t['logits'].requires_grad and t['pooled'].requires_grad
+    s = dict(logits=torch.randn(4, 5, generator=g, requires_grad=True))
+    m = _pesf(zero_init=False, **form)
+    out = m(s, t, torch.tensor([0, 1, 2, 3]))
+    total = sum(v for k, v in out.items() if k.startswith('loss'))
+    total = total + m.adapt_teacher(t).sum()
+    total.backward()
+    teacher = [*body.parameters(), *head.parameters()]
+    assert all(p.grad is None for p in teacher)
+    assert s['logits'].grad.abs().sum() > 0
+    assert all(p.grad.abs().sum() > 0 for p in m.adapter.parameters())
+
+
 def test_pesf_swap_forms():
     z = torch.tensor([[1.0, 5.0, 2.0], [4.0, 0.0, 1.0]])
     y = torch.tensor([2, 0])  # wrong top-1 (1 vs 2), right top-1 (0)
@@ -258,6 +297,12 @@ def test_pesf_in_gpd_freezes_the_teacher_and_trains_only_the_adapter(teacher_ckp
     assert adapter.proj.in_features == 256 and adapter.mlp[2].out_features == 10
     t_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     a_before = {k: v.clone() for k, v in adapter.state_dict().items()}
+    # T_s is frozen; unfreeze it so that a gradient could reach it and the
+    # step's SGD (over every parameter that requires grad) would move it: it
+    # gets none, as GPD runs T_s under no_grad and PESF-KD reads sg(T_s)
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    for p in model.teacher.parameters():
+        p.requires_grad_(True)
     log = _step(model)
     assert {'loss_pesf_kd_to_student', 'loss_pesf_adapter_ce_to_student',
             'loss_pesf_adapter_kd_to_student'} <= set(log)

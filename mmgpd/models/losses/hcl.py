@@ -3,14 +3,17 @@
 For one pair of feature maps ``f_s, f_t`` (N, C, H, W), HCL is a weighted mean
 of MSEs over a spatial pyramid: the maps themselves (weight 1) and their
 adaptive average poolings to ``l × l`` for each ``l`` of ``levels`` (4, 2, 1)
-smaller than ``H``, the k-th *used* level weighted ``2^-k``::
+smaller than ``H`` (the height alone decides; ``W`` is not looked at), the
+k-th *used* level weighted ``2^-k``::
 
     HCL(f_s, f_t) = [ MSE(f_s, f_t) + Σ_k 2^-k MSE(P_lk(f_s), P_lk(f_t)) ]
                     / [ 1 + Σ_k 2^-k ]
 
-so at H ≥ 8 the weights are 1, 1/2, 1/4, 1/8 over (H, 4, 2, 1) (total 1.875);
-at H = 4 the 4 × 4 level is skipped and 2, 1 get 1/2, 1/4 (total 1.75); a
-1 × 1 map is a plain MSE. ``MSE`` is the mean over all elements. Over several
+so with the default levels (4, 2, 1): at every H ≥ 5 (the 7 × 7 last stage of
+an ImageNet ResNet included) the weights are 1, 1/2, 1/4, 1/8 over
+(H, 4, 2, 1) (total 1.875); at H = 3 or 4 the 4 × 4 level is skipped and 2, 1
+get 1/2, 1/4 (total 1.75); at H = 2 only 1 × 1 is added, at 1/2 (total 1.5);
+a 1 × 1 map is a plain MSE. ``MSE`` is the mean over all elements. Over several
 levels of a feature pyramid the per-pair losses are **summed** (not averaged).
 This is the form of the released code (``ImageNet/models/reviewkd.py`` of
 dvlab-research/ReviewKD, identical in megvii-research/mdistiller).
