@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from ..utils.allocator import heap_reuse
 from .attrs import widen_attributes
 from .copying import copy_structure
 from .errors import IRVerificationError, UnsupportedModuleError
@@ -221,6 +222,15 @@ def inverse_reparameterize(student: nn.Module,
                  generator=generator)
     noisy = noise > 0 and noise_mode == 'iid'
     tol = tol if tol is not None else (1e-4 if noisy else 1e-5)
+    with heap_reuse():  # IR's activation-size temporaries: no re-faulting
+        return _plan_build_verify(student, example_inputs, build, verify,
+                                  forward_fn, tol)
+
+
+def _plan_build_verify(student, example_inputs, build, verify, forward_fn,
+                       tol) -> nn.Module:
+    """Plan on one image, build, verify on the whole probe (a failure is
+    retried on the whole probe: see below)."""
     one = _first_image(example_inputs)
     if one is not None:
         # layouts do not depend on the batch: plan on one image (the tag
