@@ -81,15 +81,24 @@ def test_ratio_one_gives_only_teacher_tokens():
     assert float(loss.detach()) == 0.0
 
 
+def loss_and_replay(m, f_s, f_t, seed, tokens):
+    """``(loss, block, mask)``: DPK's loss on one tap with the global RNG at
+    ``seed``, and the block with the mask it drew (drawn again from ``seed``:
+    ``tokens`` per image, N = 4)."""
+    torch.manual_seed(seed)
+    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
+    block = m.blocks['stage4']
+    torch.manual_seed(seed)
+    return loss, block, block.draw_mask(4, tokens, 0.5, 'bernoulli', True,
+                                        'cpu')
+
+
 def test_mixed_input_and_loss_domain_by_hand():
     m = dpk(ratio=0.5, loss_on='student_tokens', patch_size=2, h=5, w=5)
     f_s, f_t = feats(h=5, w=5), feats(c=CT, h=5, w=5, seed=1)
     seen = encoder_input(m)
-    torch.manual_seed(3)
-    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
-    block = m.blocks['stage4']
-    torch.manual_seed(3)  # the same mask: 3x3 token grid (5 padded to 6)
-    mask = block.draw_mask(4, 9, 0.5, 'bernoulli', True, 'cpu')
+    # 3x3 token grid (5 padded to 6)
+    loss, block, mask = loss_and_replay(m, f_s, f_t, 3, 9)
     assert 0 < int(mask.sum()) < mask.numel()
     with torch.no_grad():
         xs, xt = student_tokens(m, f_s), teacher_tokens(m, f_t)
@@ -107,11 +116,7 @@ def test_all_positions_loss_and_gradients_reach_every_trainable_part():
     m = dpk(ratio=0.5)
     f_s = feats().requires_grad_(True)
     f_t = feats(c=CT, seed=1).requires_grad_(True)
-    torch.manual_seed(1)
-    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
-    torch.manual_seed(1)
-    block = m.blocks['stage4']
-    mask = block.draw_mask(4, 16, 0.5, 'bernoulli', True, 'cpu')
+    loss, block, mask = loss_and_replay(m, f_s, f_t, 1, 16)
     with torch.no_grad():
         ref = (block(f_s, f_t, mask) - f_t).pow(2).mean()
     assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
@@ -312,11 +317,7 @@ def test_target_norm_token_standardises_each_patch():
                           atol=1e-4)
     m = dpk(ratio=0.5, target_norm='token', patch_size=2)
     f_s, f_t = feats(), 5.0 * feats(c=CT, seed=1) + 3.0
-    torch.manual_seed(2)
-    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
-    torch.manual_seed(2)
-    block = m.blocks['stage4']
-    mask = block.draw_mask(4, 4, 0.5, 'bernoulli', True, 'cpu')
+    loss, block, mask = loss_and_replay(m, f_s, f_t, 2, 4)
     with torch.no_grad():
         ref = (block(f_s, f_t, mask) - token_normalize(f_t, 2)).pow(2).mean()
     assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-6)
@@ -326,11 +327,7 @@ def test_target_norm_token_standardises_each_patch():
 def test_recon_loss_options(kind):
     m = dpk(ratio=0.5, recon_loss=kind)
     f_s, f_t = feats(), 3.0 * feats(c=CT, seed=1)
-    torch.manual_seed(4)
-    loss = m({'stage4': f_s}, {'stage4': f_t})['loss_dpk']
-    torch.manual_seed(4)
-    block = m.blocks['stage4']
-    mask = block.draw_mask(4, 16, 0.5, 'bernoulli', True, 'cpu')
+    loss, block, mask = loss_and_replay(m, f_s, f_t, 4, 16)
     with torch.no_grad():
         recon = block(f_s, f_t, mask)
     ref = F.smooth_l1_loss(recon, f_t) if kind == 'smooth_l1' else \
