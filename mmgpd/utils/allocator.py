@@ -87,8 +87,10 @@ class heap_reuse:
 
     IR allocates and frees many activation-size tensors (the planner's tags,
     the teacher's weights, the noise): untuned, each one above glibc's
-    adaptive mmap threshold is mapped afresh and page-faulted in (a ResNet-18
-    IR at ratio 2: ~80 k minor faults; inside the block: ~3 k).  On entry the
+    adaptive mmap threshold is mapped afresh and page-faulted in (one
+    ResNet-18 IR at ratio 2, 1 thread: 72-91 k minor faults untuned, 51-65 k
+    inside the block, which still faults IR's own peak in once; 2-5 k in a
+    process whose heap stays tuned).  On entry the
     mmap / trim thresholds are raised as :func:`tune_cpu_allocator` does; on
     exit the free heap is returned to the system (``malloc_trim``) and the
     thresholds are left where glibc's adaptive ones end up after large frees
