@@ -32,6 +32,8 @@ TRIM_THRESHOLD = 1 << 32
 #: what :func:`heap_reuse` leaves behind
 GLIBC_MMAP_THRESHOLD_MAX = 32 << 20
 GLIBC_TRIM_THRESHOLD_MAX = 64 << 20
+#: what tuning sets (mallopt takes an int: the trim threshold clamped)
+_TUNED = (MMAP_THRESHOLD, min(TRIM_THRESHOLD, 2**31 - 1))
 
 _applied = None
 
@@ -56,12 +58,10 @@ def tune_cpu_allocator(force: bool = False) -> bool:
     if _applied is not None and not force:
         return _applied
     _applied = False
-    if os.environ.get(ENV_SWITCH, '1') == '0':
+    if _switched_off():
         return False
-    # the trim threshold is an int too: clamp to INT_MAX
-    ok = _set_thresholds(MMAP_THRESHOLD, min(TRIM_THRESHOLD, 2**31 - 1))
-    _applied = ok
-    return ok
+    _applied = _set_thresholds(*_TUNED)
+    return _applied
 
 
 def release_free_heap() -> bool:
@@ -105,9 +105,7 @@ class heap_reuse:
         cls = type(self)
         cls._depth += 1
         self.acting = (cls._depth == 1 and not _applied
-                       and os.environ.get(ENV_SWITCH, '1') != '0'
-                       and _set_thresholds(MMAP_THRESHOLD,
-                                           min(TRIM_THRESHOLD, 2**31 - 1)))
+                       and not _switched_off() and _set_thresholds(*_TUNED))
         return self
 
     def __exit__(self, *exc):
@@ -116,6 +114,10 @@ class heap_reuse:
             _set_thresholds(GLIBC_MMAP_THRESHOLD_MAX, GLIBC_TRIM_THRESHOLD_MAX)
             release_free_heap()
         return False
+
+
+def _switched_off() -> bool:
+    return os.environ.get(ENV_SWITCH, '1') == '0'
 
 
 def _set_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
