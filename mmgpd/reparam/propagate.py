@@ -359,8 +359,34 @@ def _fn_name(func) -> str:
 
 
 def _tensors(tree) -> List[torch.Tensor]:
+    """The tensors of a (nested) argument structure, in pytree order.
+
+    Plain tuples, lists and dicts of tensors and scalars (every op's
+    ``(args, kwargs)``) are walked directly; anything else (a namedtuple, a
+    registered pytree node) goes through ``tree_flatten``.
+    """
+    out: List[torch.Tensor] = []
+    if _walk(tree, out):
+        return out
     leaves, _ = tree_flatten(tree)
     return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+def _walk(x, out) -> bool:
+    """Append the tensors of ``x`` to ``out``; False when ``x`` holds a
+    container :func:`tree_flatten` may order differently (then ``out`` is
+    discarded)."""
+    typ = type(x)
+    if typ is tuple or typ is list:
+        return all(_walk(v, out) for v in x)
+    if typ is dict:
+        # pytree orders a dict's values by its insertion order, as here
+        return all(_walk(v, out) for v in x.values())
+    if isinstance(x, torch.Tensor):
+        out.append(x)
+        return True
+    return not isinstance(x, (tuple, list, dict)) and \
+        not hasattr(x, '__dataclass_fields__')
 
 
 class _Recorder(TorchFunctionMode):
@@ -387,12 +413,27 @@ class _Recorder(TorchFunctionMode):
     def where(self) -> str:
         return self.stack[-1] if self.stack else ''
 
+    #: whether tensors carry factors beside their ids (the teacher's do; the
+    #: student's are all 1 and never read)
+    track_factors = True
+
     def tag(self, t: torch.Tensor, tags: torch.Tensor, fac=None, srcs=None):
         if srcs is not None:
             self.srcs[id(t)] = srcs
         self.tags[id(t)] = tags
-        self.facs[id(t)] = fac if fac is not None else torch.ones_like(tags)
+        if self.track_factors:
+            self.facs[id(t)] = fac if fac is not None else \
+                torch.ones_like(tags)
         self.keep.append(t)
+
+    def release(self):
+        """Drop every recorded tensor (the ids of a run are activation-size
+        float64 tensors, and the runs reference each other through the
+        planner: freed now, not at the next cyclic garbage collection)."""
+        for table in ('tags', 'facs', 'srcs', 'keep', 'known', 'ops',
+                      'module_out', 'module_in', 'module_in_all',
+                      'module_struct', 'dims'):
+            getattr(self, table, {}).clear()
 
     def tagged(self, t) -> bool:
         return isinstance(t, torch.Tensor) and id(t) in self.tags
@@ -444,11 +485,16 @@ class _Recorder(TorchFunctionMode):
             if len(args) > 3:
                 args = args[:3]
         out = []
-        for which, kw in (('t', kw_t), ('f', kw_f)):
+        kinds = (('t', kw_t), ('f', kw_f)) if self.track_factors else \
+            (('t', kw_t), )
+        for which, kw in kinds:
             a = tree_map(sub(which), args)
             out.append(func(*a, **kw))
+        if not self.track_factors:
+            out.append(None)
         if name == '__setitem__':
-            return tree_map(sub('t'), args)[0], tree_map(sub('f'), args)[0]
+            return tree_map(sub('t'), args)[0], (tree_map(sub('f'), args)[0]
+                                                 if self.track_factors else None)
         return out[0], out[1]
 
 
@@ -462,9 +508,11 @@ def _padded(recorder, func, args, kwargs):
             return x
         return f
     t = func(*tree_map(sub('t'), args), **kwargs)
+    t = tree_map(lambda x: x - 1 if isinstance(x, torch.Tensor) else x, t)
+    if not recorder.track_factors:
+        return t, None
     f = func(*tree_map(sub('f'), args), **kwargs)
-    return tree_map(lambda x: x - 1 if isinstance(x, torch.Tensor) else x, t), \
-        tree_map(lambda x: x + 1 if isinstance(x, torch.Tensor) else x, f)
+    return t, tree_map(lambda x: x + 1 if isinstance(x, torch.Tensor) else x, f)
 
 
 _Recorder._padded_op = _padded
@@ -472,6 +520,8 @@ _Recorder._padded_op = _padded
 
 class _StudentRun(_Recorder):
     """Records the student: ids of every tensor, module outputs, op outputs."""
+
+    track_factors = False
 
     def __init__(self, model, origins, rule_paths):
         super().__init__(model, origins)
@@ -491,17 +541,24 @@ class _StudentRun(_Recorder):
         """Where a split cuts a mixing layer's output channels: the block of
         its replica layout must divide the cut (the planner starts from it)."""
         for ids in outs:
-            ids = torch.unique(ids[ids >= 0])
+            ids = ids.reshape(-1)
+            if bool((ids < 0).any()):
+                ids = ids[ids >= 0]
             if ids.numel() == 0:
                 continue
-            org = self.origins.lookup(ids)
-            for o in torch.unique(org).tolist():
+            one = self.origins.single(ids)
+            org = None if one is not None else self.origins.lookup(ids)
+            for o in ([one] if one is not None else torch.unique(org).tolist()):
                 dim = self.origins.dims[o]
                 if dim is None or not self.origins.sources[o]:
                     continue
                 shape = self.origins.shapes[o]
-                mine = ids[org == o] - self.origins.bases[o]
-                coords = torch.unravel_index(mine.long(), shape)[dim]
+                mine = (ids if one is not None else ids[org == o]) - \
+                    self.origins.bases[o]
+                # the coordinate along ``dim`` of each id (row-major origin)
+                inner = math.prod(shape[dim + 1:])
+                coords = torch.div(mine, inner, rounding_mode='floor').long() \
+                    .remainder_(shape[dim])
                 width = shape[dim]
                 sel = torch.zeros(width, dtype=torch.bool)
                 sel[coords] = True
@@ -850,6 +907,7 @@ class _Planner:
         self._flipped = False
         #: (where, op) of the conflicts resolved by keeping spaces unwidened
         self.kept: List[Tuple[str, str]] = []
+        self.last_run = None  # the latest teacher run (errors name its place)
         self.reset()
 
     def reset(self):
@@ -1123,7 +1181,7 @@ class _Planner:
             for o, a, b in zip(t_outs, tt, tf):
                 run.tag(o, a, b)
             if name in _SPLITS:
-                self._check_split(run, srec, tt, where, name)
+                self._check_split(run, srec, tt, tf, where, name)
             return
         ins = _tensors((args, kwargs))
         s_ins = srec['in']
@@ -1193,15 +1251,27 @@ class _Planner:
         for o in t_outs:
             run.tag(o, torch.full(o.shape, -1.0, dtype=torch.float64))
 
-    def _check_split(self, run, srec, t_tags, where, name):
+    @staticmethod
+    def _same_pieces(run, tt, tf, ss) -> bool:
+        """Whether a teacher piece carries exactly the student piece's ids:
+        paired by :func:`canonical` when it is a per-channel copy (the usual
+        case; remembered for the ops that read it), else compared as sets."""
+        try:
+            d, lay = canonical(tt, tf, ss)
+        except PlanningError:
+            return _same_id_set(tt, ss)
+        run.known[id(tt)] = (ss, d, lay, tt)
+        return True
+
+    def _check_split(self, run, srec, t_tags, t_facs, where, name):
         """Every output of a split must carry exactly the student's output ids."""
         if len(t_tags) != len(srec['out']):
             self.fail(where, 'op', f'{name}() gives {len(t_tags)} pieces on the '
                       f'teacher, {len(srec["out"])} on the student: a size the '
                       'code passes (an attribute such as a width) is not widened')
             return
-        for tt, ss in zip(t_tags, srec['out']):
-            if _same_id_set(tt, ss):
+        for tt, tf, ss in zip(t_tags, t_facs, srec['out']):
+            if self._same_pieces(run, tt, tf, ss):
                 continue
             a = torch.unique(tt[tt >= 0])
             b = torch.unique(ss[ss >= 0])
@@ -1506,6 +1576,16 @@ def _unit_paths(model: nn.Module):
     return units
 
 
+def _inside(path: str, units) -> bool:
+    """Whether ``path`` is a submodule of one of ``units`` (module paths)."""
+    cut = path.rfind('.')
+    while cut > 0:
+        if path[:cut] in units:
+            return True
+        cut = path.rfind('.', 0, cut)
+    return False
+
+
 def _student_run(student, inputs, forward_fn, origins):
     units = _unit_paths(student)
     run = _StudentRun(student, origins, units)
@@ -1599,8 +1679,7 @@ def _student_run(student, inputs, forward_fn, origins):
                                                             with_kwargs=True))
             handles.append(module.register_forward_hook(post(path),
                                                         with_kwargs=True))
-        elif unit_kind(module) is None and not any(
-                path.startswith(p + '.') for p in units):
+        elif unit_kind(module) is None and not _inside(path, units):
             handles.append(module.register_forward_pre_hook(
                 lambda m, a, path=path: _push(run, path)))
             handles.append(module.register_forward_hook(
@@ -1624,6 +1703,8 @@ def _teacher_run(teacher_template, student_run, inputs, forward_fn, planner,
     teacher = copy_structure(teacher_template, buffers=False)
     origins = student_run.origins
     run = _TeacherRun(teacher, origins, student_run, planner)
+    if planner.last_run is not None:  # the previous iteration's
+        planner.last_run.release()
     planner.last_run = run
     units = _unit_paths(teacher)
     stubs = {}
@@ -1652,8 +1733,7 @@ def _teacher_run(teacher_template, student_run, inputs, forward_fn, planner,
         attr_fn(teacher, planner)
     handles = []
     for path, module in teacher.named_modules():
-        if isinstance(module, _Stub) or any(
-                path.startswith(p + '.') for p in units):
+        if isinstance(module, _Stub) or _inside(path, units):
             continue
         handles.append(module.register_forward_pre_hook(
             lambda m, a, path=path: _push(run, path)))
@@ -1692,6 +1772,20 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
     s_run, s_outputs = _student_run(student, inputs, forward_fn, origins)
     planner = _Planner(ratio)
     planner.origins = origins
+    try:
+        return _plan(student, inputs, forward_fn, attr_fn, max_iterations,
+                     s_run, s_outputs, planner)
+    finally:
+        # the runs hold the ids of every activation and reference each other
+        # through the planner: free them now
+        if planner.last_run is not None:
+            planner.last_run.release()
+        planner.last_run = None
+        s_run.release()
+
+
+def _plan(student, inputs, forward_fn, attr_fn, max_iterations, s_run,
+          s_outputs, planner) -> LayoutPlan:
     for src, block in s_run.split_blocks.items():
         planner.flip({src}, block=block)
     s_out_tags = [s_run.tags.get(id(t)) for t in _tensors(s_outputs)]
@@ -1768,7 +1862,6 @@ def plan_layouts(student: nn.Module, inputs, forward_fn: Callable, ratio: float,
     plan.kept = list(dict.fromkeys(planner.kept))
     plan.fixed_sources = sorted(k[1] for k, c in plan.choices.items()
                                 if c.fixed)
-    plan.planner = planner
     return plan
 
 
