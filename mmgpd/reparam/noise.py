@@ -12,6 +12,7 @@ single-threaded; the GIL is released inside the kernels).  The result depends
 on the generator only, never on the thread count or the scheduling.
 """
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -56,12 +57,17 @@ def add_noise(teacher, noisy, std, generator, mode):
     if not tasks:
         return
     seeds = torch.randint(0, 2**62, (len(tasks),), generator=generator).tolist()
+    # one scratch buffer per thread for the draws (drawing into fresh memory
+    # costs as much again as the draw: the pages are faulted in and zeroed)
+    scratch = {}
 
     def fill(task, seed):
         p, in_dim = task
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            if in_dim is not None and _add_cyclic_zero_sum(p, in_dim, std, g):
+            if in_dim is not None and _add_cyclic_zero_sum(
+                    p, in_dim, std, g, scratch.setdefault(
+                        threading.get_ident(), [None])):
                 return
             noise = _draw_noise(tuple(p.shape), in_dim, g)
             p.add_(noise.mul_(std).to(p))
@@ -72,11 +78,16 @@ def add_noise(teacher, noisy, std, generator, mode):
         for task, seed in zip(tasks, seeds):
             fill(task, seed)
         return
+    # largest first, so that the workers end together (each tensor keeps its
+    # own seed: the order of the work does not change the result)
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i][0].numel())
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(fill, tasks, seeds))  # re-raises a worker's error
+        # re-raises a worker's error
+        list(pool.map(fill, [tasks[i] for i in order],
+                      [seeds[i] for i in order]))
 
 
-def _add_cyclic_zero_sum(p, in_dim, std, generator) -> bool:
+def _add_cyclic_zero_sum(p, in_dim, std, generator, scratch=None) -> bool:
     """``p += std · e`` in place for whole cyclic input replicas
     (``index = j mod C``, ``n = C_in' / C``, ``p`` contiguous); False (nothing
     done) for any other layout.
@@ -86,7 +97,9 @@ def _add_cyclic_zero_sum(p, in_dim, std, generator) -> bool:
     iid draws, N(0, I - 11ᵀ/n), from n - 1 of every n values (half at ratio
     2), added slice by slice without a noise tensor of ``p``'s size.  Drawn
     in fp32 (4x cheaper than fp64 on CPU; the replicas' sum is zero up to fp32
-    rounding of values ~std, far below the rounding of ``p + std · e``).
+    rounding of values ~std, far below the rounding of ``p + std · e``), into
+    ``scratch[0]`` (a one-item list holding a float32 buffer, grown as
+    needed; the values are those of ``torch.randn`` on the same generator).
     """
     index, c, width = in_dim.index, in_dim.student_size, p.shape[1]
     if width % c or not p.is_contiguous() or not is_cyclic(index, c):
@@ -94,9 +107,13 @@ def _add_cyclic_zero_sum(p, in_dim, std, generator) -> bool:
     n = width // c
     view = p.view(p.shape[0], n, -1)
     helmert = _helmert(n)
+    shape = (p.shape[0], view.shape[2])
+    numel = shape[0] * shape[1]
+    scratch = [None] if scratch is None else scratch
+    if scratch[0] is None or scratch[0].numel() < numel:
+        scratch[0] = torch.empty(numel, dtype=torch.float32)
     for k in range(n - 1):
-        z = torch.randn((p.shape[0], view.shape[2]), generator=generator,
-                        dtype=torch.float32).to(p)
+        z = scratch[0][:numel].view(shape).normal_(generator=generator).to(p)
         for j in range(k + 2):  # row k is non-zero on columns 0..k+1
             view[:, j].add_(z, alpha=std * float(helmert[k, j]))
     return True
