@@ -807,6 +807,10 @@ def _run(args) -> dict:
         times = time_units(units, device, args.warmup, args.repeats)
         del units
         gc.collect()
+        # the tuned heap keeps every freed step's memory (~16 GB after the
+        # ImageNet units): return it before the memory worker starts beside
+        # this process
+        release_free_heap()
         memory = {} if args.no_memory else measure_memory(setting, names, args)
         rows += _rows(setting, times, memory)
         details[setting] = dict(

@@ -31,7 +31,7 @@ __all__ = [
     'CarriedBatchNorm1d', 'CarriedBatchNorm2d', 'CarriedBatchNorm3d',
     'CarriedSyncBatchNorm', 'CarriedLayerNorm', 'CarriedGroupNorm',
     'CarriedActivation', 'BranchConv2d', 'BRANCHES', 'GROUPED_BRANCHES',
-    'carried_norm_class'
+    'carried_norm_class', 'merge_once'
 ]
 
 
@@ -370,7 +370,19 @@ class BranchConv2d(nn.Conv2d):
                 ``out_channels`` × ``in_channels`` block (CBR reads just the
                 student's first replicas; merging is linear per block).
             in_channels (int, optional): See ``out_channels``.
+
+        Inside :func:`merge_once` the whole kernel is merged once and every
+        call returns it, or its leading block (a view), until the block ends.
         """
+        once = self.__dict__.get('_merge_once')
+        if once is not None:
+            if once.get('kernel') is None:
+                with full_precision(self.weight.device.type):
+                    once['kernel'] = self._merge(slice(None), slice(None))
+            kernel = once['kernel']
+            if out_channels is None and in_channels is None:
+                return kernel
+            return kernel[:out_channels, :in_channels]
         with full_precision(self.weight.device.type):
             return self._merge(slice(None, out_channels),
                                slice(None, in_channels))
@@ -397,6 +409,29 @@ class BranchConv2d(nn.Conv2d):
 
     def extra_repr(self):
         return super().extra_repr() + f', branches=kxk+{"+".join(self.branch_names)}'
+
+
+@contextlib.contextmanager
+def merge_once(module: nn.Module):
+    """Merge each :class:`BranchConv2d` of ``module`` once for the block.
+
+    A hard-strategy step runs T_d (its whole merged kernels) and S (CBR of
+    the leading block of the same kernels) on the same parameter values:
+    inside the block both read one merged kernel per conv, so the branches
+    are merged, and back-propagated through, once per step instead of twice.
+    Only for a block in which the parameters do not change (one forward of
+    the models; the kernels are dropped on exit). A no-op while
+    ``torch.compile`` traces (the compiler shares the common work itself).
+    """
+    convs = [] if torch.compiler.is_compiling() else [
+        m for m in module.modules() if isinstance(m, BranchConv2d)]
+    for conv in convs:
+        conv.__dict__['_merge_once'] = {}
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv.__dict__.pop('_merge_once', None)
 
 
 def _recast(module: nn.Module, cls) -> nn.Module:

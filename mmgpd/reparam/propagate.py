@@ -221,6 +221,9 @@ class _Origins:
         return torch.searchsorted(bases, ids.reshape(-1), right=True) - 1
 
     def origins_of(self, ids: torch.Tensor) -> Set[int]:
+        one = self.single(ids)  # the usual case, without sorting the ids
+        if one is not None:
+            return {one}
         ids = ids[ids >= 0]
         if ids.numel() == 0:
             return set()
@@ -278,6 +281,13 @@ def _same_id_set(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(seen[0], seen[1])
 
 
+def _constant_per_channel(fac: torch.Tensor, d: int) -> bool:
+    """Whether ``fac`` is constant along every dim but ``d`` by its strides
+    (an expanded per-channel factor: nothing to check)."""
+    return all(fac.stride(k) == 0 for k in range(fac.dim())
+               if k != d and fac.shape[k] > 1)
+
+
 def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
               dim: Optional[int] = None):
     """Pair a teacher tensor's tags with the student tensor's ids.
@@ -321,28 +331,47 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
     # channels differ in every column unless a tensor repeats them), then by
     # the whole rows if that does not pair them; the pairing is always
     # checked exactly below
+    paired, bad = None, None
     for cols in dict.fromkeys((min(8, t_rows.shape[1]), t_rows.shape[1])):
         th = _row_hash(t_rows[:, :cols], weights)
         sh = _row_hash(s_rows[:, :cols], weights)
         order = torch.argsort(sh)
-        pos = torch.searchsorted(sh[order], th).clamp(max=c_s - 1)
+        sorted_sh = sh[order]
+        pos = torch.searchsorted(sorted_sh, th).clamp(max=c_s - 1)
         index = order[pos]
-        if torch.equal(s_rows[index], t_rows):
+        paired = s_rows[index]
+        if torch.equal(paired, t_rows):
+            bad = None
             break
-    else:
-        bad = (s_rows[index] != t_rows).any(1).nonzero()[0, 0].item()
+        bad = (paired != t_rows).any(1)
+        if cols < t_rows.shape[1]:
+            # a teacher row whose first ``cols`` ids differ from its
+            # candidate's, when no other student row shares the candidate's
+            # hash, equals no student row: no need to hash whole rows
+            head = (paired[:, :cols] != t_rows[:, :cols]).any(1)
+            if bool(head.any()):
+                cand = th[head]
+                lo = torch.searchsorted(sorted_sh, cand)
+                hi = torch.searchsorted(sorted_sh, cand, right=True)
+                if bool(((hi - lo) <= 1).all()):
+                    break
+    if bad is not None:
         raise PlanningError(
-            f'teacher channel {bad} along dim {d} does not carry a single '
-            'student channel (a split or reshape does not fall on a border of '
-            'the widened channels)')
-    f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)
-    factor = f_rows[:, 0].clone()
-    if bool((t_rows < 0).any()):
-        dev = float(((f_rows - factor[:, None]).abs() * (t_rows >= 0)).max())
+            f'teacher channel {bad.nonzero()[0, 0].item()} along dim {d} does '
+            'not carry a single student channel (a split or reshape does not '
+            'fall on a border of the widened channels)')
+    if _constant_per_channel(t_fac, d):
+        factor = t_fac.movedim(d, 0).reshape(c_t, -1)[:, 0].clone()
     else:
-        dev = float((f_rows.amax(1) - f_rows.amin(1)).max())
-    if dev > 1e-9 * float(factor.abs().max()):
-        raise PlanningError(f'factors vary within a channel along dim {d}')
+        f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)
+        factor = f_rows[:, 0].clone()
+        if bool((t_rows < 0).any()):
+            dev = float(((f_rows - factor[:, None]).abs() *
+                         (t_rows >= 0)).max())
+        else:
+            dev = float((f_rows.amax(1) - f_rows.amin(1)).max())
+        if dev > 1e-9 * float(factor.abs().max()):
+            raise PlanningError(f'factors vary within a channel along dim {d}')
     lay = Layout(index, factor, c_s)
     if not lay.complete:
         raise PlanningError(f'the teacher tensor misses student channels along '

@@ -497,3 +497,44 @@ def test_a_refusal_on_one_image_is_not_planned_again(monkeypatch):
     assert calls == [1, 3]
     assert max_relative_deviation(run(teacher, x, False),
                                   run(net, x, False)) <= TOL
+
+
+@pytest.mark.parametrize('ratio', [2, 1.5])
+def test_merge_once_shares_one_kernel_per_conv(ratio):
+    """Inside merge_once a hard step merges each branch conv once (S reads
+    the leading block of T_d's kernel) and gives S's and T_d's outputs and
+    T_d's gradients of the step merged twice."""
+    from mmgpd.reparam.layers import merge_once
+    teacher = inverse_reparameterize(make_net(3), ratio, branches=(
+        '1x1', '1x1_avg', '1x1_kxk'), init='scratch')
+    view = HardStudent(teacher).train()
+    convs = [m for m in teacher.modules() if isinstance(m, BranchConv2d)]
+    assert convs
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+
+    def step(once):
+        teacher.zero_grad()
+        calls = []
+        for c in convs:  # count the merges
+            c._merge = (lambda f: lambda *a, **k: calls.append(1) or f(
+                *a, **k))(BranchConv2d._merge.__get__(c))
+        try:
+            with merge_once(teacher) if once else torch.enable_grad():
+                out_s, out_t = view(x), teacher(x)
+            (out_s.square().sum() + out_t.square().sum()).backward()
+        finally:
+            for c in convs:
+                del c._merge
+        grads = [p.grad.clone() for p in teacher.parameters()
+                 if p.grad is not None]
+        return out_s.detach(), out_t.detach(), grads, len(calls)
+
+    s1, t1, g1, n1 = step(False)
+    s2, t2, g2, n2 = step(True)
+    assert n1 == 2 * len(convs) and n2 == len(convs)
+    assert max_relative_deviation(s2, s1) <= TOL
+    assert max_relative_deviation(t2, t1) <= TOL
+    assert len(g1) == len(g2)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(a.abs().max()))
+    assert all('_merge_once' not in c.__dict__ for c in convs)  # dropped

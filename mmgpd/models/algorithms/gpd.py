@@ -13,6 +13,7 @@ The algorithm holds
 One data preprocessor — the student's, with its batch augments (Mixup /
 CutMix) — feeds all models, so they see the same batch.
 """
+import contextlib
 import copy
 import os.path as osp
 from typing import Dict, List, Optional
@@ -23,6 +24,7 @@ from mmengine.model import BaseModel
 
 from mmgpd.registry import MODELS
 from mmgpd.reparam import UnsupportedModuleError
+from mmgpd.reparam.layers import merge_once
 
 from ..tasks import task_for
 from ..utils import mark_initialized
@@ -283,10 +285,14 @@ class GPD(BaseModel):
         if self.distiller.gpd_enabled:
             names.append('dynamic_teacher')
         models = self.models()
-        for name in names:
-            outputs[name], task[name] = self.task.outputs(
-                models[name], inputs, data_samples,
-                taps=self.tap_paths['student'])
+        # S (hard strategy: CBR of T_d's merged kernels) and T_d read each
+        # branch conv's merged kernel once per step
+        with merge_once(self.dynamic_teacher) if len(names) > 1 and \
+                not torch.compiler.is_compiling() else contextlib.nullcontext():
+            for name in names:
+                outputs[name], task[name] = self.task.outputs(
+                    models[name], inputs, data_samples,
+                    taps=self.tap_paths['student'])
         if self.teacher is not None and self.distiller.uses_static_teacher:
             with torch.no_grad():
                 outputs['static_teacher'], _ = self.task.outputs(
