@@ -20,7 +20,7 @@ demo: install
 demo-det: install
 	$(PYTHON) tools/demo_det.py $(DEMO_ARGS)
 
-## bench: all benchmarks (exactness, coverage, ir_time, cost, accuracy and capacity gap on digits; ~2 h 15 min on 2 cores, 2026-12-02: see README) -> results/
+## bench: all benchmarks (exactness, coverage, ir_time, cost, accuracy and capacity gap on digits; 101 min on 2 cores, 2026-12-02 18:21 UTC: see README) -> results/
 bench: install
 	$(PYTHON) -m benchmarks.run_all $(BENCH_ARGS)
 
