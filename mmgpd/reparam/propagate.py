@@ -331,7 +331,7 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
     # channels differ in every column unless a tensor repeats them), then by
     # the whole rows if that does not pair them; the pairing is always
     # checked exactly below
-    paired, bad = None, None
+    bad = None
     for cols in dict.fromkeys((min(8, t_rows.shape[1]), t_rows.shape[1])):
         th = _row_hash(t_rows[:, :cols], weights)
         sh = _row_hash(s_rows[:, :cols], weights)
@@ -360,11 +360,9 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
             f'teacher channel {bad.nonzero()[0, 0].item()} along dim {d} does '
             'not carry a single student channel (a split or reshape does not '
             'fall on a border of the widened channels)')
-    if _constant_per_channel(t_fac, d):
-        factor = t_fac.movedim(d, 0).reshape(c_t, -1)[:, 0].clone()
-    else:
-        f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)
-        factor = f_rows[:, 0].clone()
+    f_rows = t_fac.movedim(d, 0).reshape(c_t, -1)  # a view when expanded
+    factor = f_rows[:, 0].clone()
+    if not _constant_per_channel(t_fac, d):
         if bool((t_rows < 0).any()):
             dev = float(((f_rows - factor[:, None]).abs() *
                          (t_rows >= 0)).max())
