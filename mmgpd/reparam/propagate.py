@@ -238,6 +238,22 @@ class _Origins:
         lo, hi = self.lookup(torch.stack([valid.min(), valid.max()])).tolist()
         return lo if lo == hi else None
 
+    def cut_block(self, o: int, dim: int, ids: torch.Tensor) -> int:
+        """The largest block of origin ``o``'s channels along ``dim`` that the
+        selection ``ids`` (valid ids of ``o``) cuts only at its borders: the
+        gcd of the cut positions, the whole width when nothing is cut."""
+        shape = self.shapes[o]
+        width = shape[dim]
+        # the coordinate along ``dim`` of each id (row-major origin)
+        coords = torch.div(ids - self.bases[o], math.prod(shape[dim + 1:]),
+                           rounding_mode='floor').long().remainder_(width)
+        sel = torch.zeros(width, dtype=torch.bool)
+        sel[coords] = True
+        block = width
+        for e in (sel[1:] != sel[:-1]).nonzero()[:, 0].tolist():
+            block = math.gcd(block, e + 1)
+        return block
+
     def sources_of(self, ids: torch.Tensor) -> Set[tuple]:
         out = set()
         for o in self.origins_of(ids):
@@ -331,7 +347,6 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
     # channels differ in every column unless a tensor repeats them), then by
     # the whole rows if that does not pair them; the pairing is always
     # checked exactly below
-    bad = None
     for cols in dict.fromkeys((min(8, t_rows.shape[1]), t_rows.shape[1])):
         th = _row_hash(t_rows[:, :cols], weights)
         sh = _row_hash(s_rows[:, :cols], weights)
@@ -579,21 +594,10 @@ class _StudentRun(_Recorder):
                 dim = self.origins.dims[o]
                 if dim is None or not self.origins.sources[o]:
                     continue
-                shape = self.origins.shapes[o]
-                mine = (ids if one is not None else ids[org == o]) - \
-                    self.origins.bases[o]
-                # the coordinate along ``dim`` of each id (row-major origin)
-                inner = math.prod(shape[dim + 1:])
-                coords = torch.div(mine, inner, rounding_mode='floor').long() \
-                    .remainder_(shape[dim])
-                width = shape[dim]
-                sel = torch.zeros(width, dtype=torch.bool)
-                sel[coords] = True
-                if bool(sel.all()):
+                block = self.origins.cut_block(
+                    o, dim, ids if one is not None else ids[org == o])
+                if block == self.origins.shapes[o][dim]:  # not cut
                     continue
-                block = width
-                for e in (sel[1:] != sel[:-1]).nonzero()[:, 0].tolist():
-                    block = math.gcd(block, e + 1)
                 for src in self.origins.sources[o]:
                     self.split_blocks[src] = math.gcd(
                         self.split_blocks.get(src, 0), block)
@@ -1305,23 +1309,12 @@ class _Planner:
             bad = torch.cat([a[~torch.isin(a, b)], b[~torch.isin(b, a)]])
             self._flipped = False
             for o in self.origins.origins_of(bad):
-                key = self.origins.keys[o]
                 dim = self.origin_dims.get(o)
-                shape = self.origins.shapes[o]
                 if dim is None:
                     continue
-                base = self.origins.bases[o]
-                mine = b[(self.origins.lookup(b) == o)]
-                coords = torch.unravel_index((mine - base).long(), shape)[dim]
-                width = shape[dim]
-                sel = torch.zeros(width, dtype=torch.bool)
-                sel[coords] = True
-                edges = [i for i in range(1, width) if sel[i] != sel[i - 1]]
-                block = width
-                for e in edges:
-                    block = math.gcd(block, e)
-                srcs = self.origins.sources[o]
-                self.flip(srcs, block=block)
+                block = self.origins.cut_block(
+                    o, dim, b[(self.origins.lookup(b) == o)])
+                self.flip(self.origins.sources[o], block=block)
             if not self._flipped:
                 # no block can follow this split (e.g. channel shuffles that
                 # re-split replicas): those spaces keep the student's width
