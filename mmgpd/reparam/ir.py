@@ -24,6 +24,7 @@ The returned teacher carries its :class:`ReparamPlan` as ``teacher.gpd_plan``;
 """
 import inspect
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -35,7 +36,7 @@ from .attrs import widen_attributes
 from .copying import copy_structure
 from .errors import IRVerificationError, UnsupportedModuleError
 from .layers import BRANCHES
-from .noise import NOISE_MODES, add_noise
+from .noise import NOISE_MODES, NoiseStream, add_noise, expected_draws
 from .plan import ReparamPlan, StateRule
 from .propagate import plan_layouts
 from .replica import check_ratio
@@ -269,12 +270,38 @@ def _build_teacher(student, plan_inputs, ratio, branches, init, noise,
                    noise_mode, forward_fn, generator) -> nn.Module:
     """Plan layouts on ``plan_inputs``, apply the rules, add noise: T_d with
     its :class:`ReparamPlan` (not verified)."""
+    # noise: its N(0, 1) values are drawn on another core while IR plans
+    # (Python-bound), added once T_d is built (see noise.py)
+    stream = NoiseStream(generator, expected_draws(student, ratio, noise_mode)) \
+        if noise > 0 else None
+    teacher, builder, layout_plan = _widen(student, plan_inputs, ratio,
+                                           branches, init, forward_fn,
+                                           generator, stream)
+    if stream is not None:
+        add_noise(teacher, builder.noisy, noise, stream, noise_mode)
+    teacher.gpd_plan = ReparamPlan(
+        template=copy_structure(student),  # runs on derived tensors only
+        rules=_complete_rules(student, teacher, builder.rules),
+        ratio=ratio, branches=branches, init=init, noise=noise,
+        noise_mode=noise_mode,
+        widened=builder.widened, branched=builder.branched,
+        forward_fn=forward_fn, layouts=builder.layouts,
+        plan_iterations=layout_plan.iterations)
+    return teacher
+
+
+def _widen(student, plan_inputs, ratio, branches, init, forward_fn,
+           generator, stream=None):
+    """Plan layouts (``stream`` drawing ahead meanwhile) and apply the rules:
+    ``(T_d, builder, layout plan)``; raises on what has no exact rule or a
+    ratio the model cannot take."""
     modes = _Modes(student)
     student.eval()
     try:
-        layout_plan = plan_layouts(
-            student, plan_inputs, forward_fn, ratio,
-            attr_fn=lambda t, planner: widen_attributes(t, ratio))
+        with stream.drawing_ahead() if stream is not None else nullcontext():
+            layout_plan = plan_layouts(
+                student, plan_inputs, forward_fn, ratio,
+                attr_fn=lambda t, planner: widen_attributes(t, ratio))
     finally:
         modes.restore()
     builder = Builder(student, ratio, layout_plan, branches, init, generator)
@@ -287,17 +314,7 @@ def _build_teacher(student, plan_inputs, ratio, branches, init, noise,
             '\n  - '.join(dict.fromkeys(builder.bad_ratio)))
     teacher = builder.teacher
     widen_attributes(teacher, ratio)
-    if noise > 0:
-        add_noise(teacher, builder.noisy, noise, generator, noise_mode)
-    teacher.gpd_plan = ReparamPlan(
-        template=copy_structure(student),  # runs on derived tensors only
-        rules=_complete_rules(student, teacher, builder.rules),
-        ratio=ratio, branches=branches, init=init, noise=noise,
-        noise_mode=noise_mode,
-        widened=builder.widened, branched=builder.branched,
-        forward_fn=forward_fn, layouts=builder.layouts,
-        plan_iterations=layout_plan.iterations)
-    return teacher
+    return teacher, builder, layout_plan
 
 
 def verify_teacher(student, teacher, inputs, forward_fn, tol) -> float:

@@ -204,15 +204,20 @@ def test_zero_sum_noise_law_both_constructions(n):
     the generic centring give the same law: zero sum over each student
     channel's replicas, per-value variance (n - 1)/n, replicas correlated
     -1/(n - 1)."""
-    from mmgpd.reparam.noise import _add_cyclic_zero_sum, _draw_noise
+    from mmgpd.reparam.noise import (_add_cyclic_zero_sum, _cyclic_replicas,
+                                     _shape_noise)
     from mmgpd.reparam.parammap import DimMap
     c, out = 16, 4000
     index = torch.arange(n * c) % c
     dim = DimMap(index, None, torch.arange(c))
+
+    def draws(count, seed=0):
+        return torch.randn(count, generator=torch.Generator().manual_seed(seed))
+
     fast = torch.zeros(out, n * c)
-    assert _add_cyclic_zero_sum(fast, dim, 1.0,
-                                torch.Generator().manual_seed(0))
-    slow = _draw_noise((out, n * c), dim, torch.Generator().manual_seed(0))
+    assert _cyclic_replicas(fast, dim) == n
+    _add_cyclic_zero_sum(fast, n, 1.0, draws(out * c * (n - 1)))
+    slow = _shape_noise((out, n * c), dim, draws(out * n * c))
     for e in (fast, slow):
         e = e.double().reshape(out, n, c)
         assert e.sum(1).abs().max() < 1e-5
@@ -223,8 +228,8 @@ def test_zero_sum_noise_law_both_constructions(n):
     # any other layout (a permuted map, a fractional width) is refused by
     # the fast path and centred by the generic one
     perm = DimMap(index.flip(0), None, torch.arange(c))
-    assert not _add_cyclic_zero_sum(torch.zeros(3, n * c), perm, 1.0, None)
-    e = _draw_noise((3, n * c), perm, None).double()
+    assert _cyclic_replicas(torch.zeros(3, n * c), perm) is None
+    e = _shape_noise((3, n * c), perm, draws(3 * n * c)).double()
     summed = torch.zeros(3, c, dtype=torch.float64).index_add_(1, perm.index, e)
     assert summed.abs().max() < 1e-5
 

@@ -47,3 +47,56 @@ def test_zero_sum_noise_keeps_the_function():
     with torch.no_grad():
         s, t = net(x), teacher(x)
     assert (t - s).abs().max() <= 1e-5 * s.abs().max()
+
+
+def test_stream_values_do_not_depend_on_who_draws_them():
+    """Drawn ahead on the background thread, or on demand by ``take``: the
+    same values, chunk by chunk (CHUNK values per seeded generator)."""
+    import time
+
+    from mmgpd.reparam.noise import CHUNK, NoiseStream
+
+    def stream(seed=3):
+        return NoiseStream(torch.Generator().manual_seed(seed), 3 * CHUNK)
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ahead = stream()
+        with ahead.drawing_ahead():
+            assert torch.get_num_threads() == 1  # the block runs on one
+            time.sleep(0.05)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    assert any(ahead._drawn)  # it drew something meanwhile
+    lazy = stream()
+    span = (CHUNK - 5, CHUNK + 7)  # across a chunk border
+    assert torch.equal(ahead.take(*span), lazy.take(*span))
+    assert not torch.equal(lazy.take(0, 10), stream(4).take(0, 10))
+    first = torch.Generator().manual_seed(lazy.base)
+    assert torch.equal(lazy.take(0, 10),
+                       torch.randn(CHUNK, generator=first)[:10])
+
+
+def test_noise_past_the_drawn_ahead_values_keeps_the_law():
+    """Tensors past the values drawn ahead use streams of their own: still
+    zero-sum, still following the generator."""
+    from mmgpd.reparam import noise
+
+    old = noise.MAX_AHEAD
+    noise.MAX_AHEAD = 0  # nothing drawn ahead
+    try:
+        a = _teacher(2, seed=0)
+        b = _teacher(2, seed=0)
+    finally:
+        noise.MAX_AHEAD = old
+    pooled = _teacher(2, seed=0).state_dict()
+    net = make_net().eval()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        s, t = net(x), a.eval()(x)
+    assert (t - s).abs().max() <= 1e-5 * s.abs().max()
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], pooled[k]) for k in sa)
