@@ -32,6 +32,12 @@ layouts cannot be derived from widths.  They are found by running the code:
    choices that must change; they are applied and the teacher run repeated until
    nothing changes.  Free parameters (``cls_token``, ``gamma``, position
    embeddings, relative-position bias tables) follow the tensor they meet.
+4. **Failures name their cause.**  The outputs of an op that fails, and every
+   tensor computed from them (integer indices too: a k-NN graph's neighbours
+   chosen by a refused ``normalize``), are *tainted*: the ops reading them run
+   unchecked and the modules reading them take them as unwidened, so a
+   refusal lists the op at fault in each block, not everything after it (and
+   pairing those tensors, which never pair, is most of a refusal's cost).
 
 The result, :class:`LayoutPlan`, lists per module call its kind and input /
 output layouts, and per free parameter its layout; ``ir.py`` builds the teacher
@@ -108,6 +114,9 @@ _REFUSED = {
     'alpha_dropout': 'affine in train mode (a · mask-dependent shift)',
     'feature_alpha_dropout': 'affine in train mode (a · mask-dependent shift)',
 }
+#: the tags of a tensor computed from a failed op (expanded: no memory)
+_NO_ELEMENT = torch.tensor(-1.0, dtype=torch.float64)
+_ONE = torch.tensor(1.0, dtype=torch.float64)
 _IGNORED = {'size', 'dim', 'numel', '__len__', '__iter__', '__get__',
             'is_floating_point', 'get_device', 'is_contiguous',
             'element_size', 'storage_offset', 'stride', 'data_ptr',
@@ -360,16 +369,17 @@ def canonical(t_tags: torch.Tensor, t_fac: torch.Tensor, s_tags: torch.Tensor,
             break
         bad = (paired != t_rows).any(1)
         if cols < t_rows.shape[1]:
-            # a teacher row whose first ``cols`` ids differ from its
-            # candidate's, when no other student row shares the candidate's
-            # hash, equals no student row: no need to hash whole rows
-            head = (paired[:, :cols] != t_rows[:, :cols]).any(1)
-            if bool(head.any()):
-                cand = th[head]
-                lo = torch.searchsorted(sorted_sh, cand)
-                hi = torch.searchsorted(sorted_sh, cand, right=True)
-                if bool(((hi - lo) <= 1).all()):
-                    break
+            # a teacher row equal to a student row has its hash; when at most
+            # one student row has the hash of a row that differs from its
+            # candidate, that row equals no student row: no need to hash
+            # whole rows
+            cand = th[bad]
+            lo = torch.searchsorted(sorted_sh, cand)
+            hi = torch.searchsorted(sorted_sh, cand, right=True)
+            proven = (hi - lo) <= 1
+            if bool(proven.any()):
+                bad = torch.zeros_like(bad).masked_scatter_(bad, proven)
+                break
     if bad is not None:
         raise PlanningError(
             f'teacher channel {bad.nonzero()[0, 0].item()} along dim {d} does '
@@ -472,7 +482,7 @@ class _Recorder(TorchFunctionMode):
         """Drop every recorded tensor (the ids of a run are activation-size
         float64 tensors, and the runs reference each other through the
         planner: freed now, not at the next cyclic garbage collection)."""
-        for table in ('tags', 'facs', 'srcs', 'keep', 'known', 'ops',
+        for table in ('tags', 'facs', 'srcs', 'keep', 'known', 'tainted', 'ops',
                       'module_out', 'module_in', 'module_in_all',
                       'module_struct', 'dims'):
             getattr(self, table, {}).clear()
@@ -692,6 +702,8 @@ class _TeacherRun(_Recorder):
         self.calls: Dict[str, int] = {}
         self.param_layouts = plan_ctx.param_layouts
         self.known: Dict[int, tuple] = {}
+        #: ids of tensors computed from an op that failed (see ``taint``)
+        self.tainted: Set[int] = set()
 
     # --------------------------------------------------------------- params
     def tag_param(self, t, name):
@@ -762,7 +774,8 @@ class _TeacherRun(_Recorder):
                                   type(m).__name__, REFUSED[qualname(m)])
             return self.student.module_struct[key](
                 [v.clone() for v, _ in s_out])
-        if x is not None and s_in is not None and self.tagged(x):
+        if x is not None and s_in is not None and self.tagged(x) and \
+                id(x) not in self.tainted:  # (a failed op's: read as fixed)
             try:
                 rec.in_dim, rec.in_layout = self.layout_of(x, s_in)
                 pref = _CHANNEL_DIM.get(kind)
@@ -859,10 +872,32 @@ class _TeacherRun(_Recorder):
                                   'layouts that no join makes equal')
 
     # -------------------------------------------------------------- functions
+    # ---------------------------------------------------------------- taint
+    def is_tainted(self, args, kwargs=None) -> bool:
+        return bool(self.tainted) and any(
+            id(t) in self.tainted for t in _tensors((args, kwargs or {})))
+
+    def taint(self, out, tag: bool):
+        """Mark the tensors of ``out`` as computed from a failed op (``tag``:
+        and give them "no element" tags, so that the ops reading them stay in
+        step with the student's records)."""
+        for t in _tensors(out):
+            self.tainted.add(id(t))
+            self.keep.append(t)
+            if tag:
+                self.tag(t, _NO_ELEMENT.expand(t.shape),
+                         _ONE.expand(t.shape))
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.paused or self.rule_depth or not self._involved(args, kwargs):
+        if self.paused or self.rule_depth:
             return func(*args, **kwargs)
+        tainted = self.is_tainted(args, kwargs)
+        if not self._involved(args, kwargs):
+            out = func(*args, **kwargs)
+            if tainted:  # e.g. integer indices computed from a failed op
+                self.taint(out, tag=False)
+            return out
         name = _fn_name(func)
         self.paused += 1
         try:
@@ -870,7 +905,10 @@ class _TeacherRun(_Recorder):
         finally:
             self.paused -= 1
         if name in _IGNORED:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if tainted:
+                self.taint(out, tag=False)
+            return out
         k = self.op_index
         self.op_index += 1
         if k >= len(self.student.ops) or self.student.ops[k]['name'] != name:
@@ -881,11 +919,13 @@ class _TeacherRun(_Recorder):
                 f'{other}() (at {self.where() or "<model>"}): control flow '
                 'depends on the width')
         rec = self.student.ops[k]
-        self.paused += 1
-        try:
-            args, kwargs = self.ctx.before_op(self, name, args, kwargs, rec)
-        finally:
-            self.paused -= 1
+        failures = len(self.ctx.failures)
+        if not tainted:
+            self.paused += 1
+            try:
+                args, kwargs = self.ctx.before_op(self, name, args, kwargs, rec)
+            finally:
+                self.paused -= 1
         try:
             out = func(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
@@ -895,7 +935,14 @@ class _TeacherRun(_Recorder):
                 'widened, or the op has no layout rule)') from e
         self.paused += 1
         try:
-            self.ctx.after_op(self, func, name, args, kwargs, out, rec)
+            if tainted:
+                # computed from a failed op: its own failures would only
+                # repeat that one's (and pairing it costs the most)
+                self.taint(args[0] if out is None else out, tag=True)
+            else:
+                self.ctx.after_op(self, func, name, args, kwargs, out, rec)
+                if len(self.ctx.failures) > failures:
+                    self.taint(args[0] if out is None else out, tag=False)
         finally:
             self.paused -= 1
         return out
@@ -1843,7 +1890,7 @@ def _plan(student, inputs, forward_fn, attr_fn, max_iterations, s_run,
         _record_origin_dims(planner, s_run)
         outs = []
         for t, s in zip(_tensors(t_outputs), s_out_tags):
-            if s is None or not t_run.tagged(t):
+            if s is None or not t_run.tagged(t) or id(t) in t_run.tainted:
                 outs.append(None)
                 continue
             try:

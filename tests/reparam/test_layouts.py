@@ -235,3 +235,41 @@ def test_channel_ops_without_rule_are_refused_by_name(cls, needle):
         inverse_reparameterize(cls().eval(), 2,
                                example_inputs=torch.randn(2, 3, 4, 4))
     assert needle in str(err.value)
+
+
+class _Knn(nn.Module):
+    """Neighbours chosen by a normalised feature (refused), then gathered and
+    subtracted: the ops after the refusal only repeat it."""
+
+    def forward(self, y):
+        n = F.normalize(y, dim=1)
+        idx = (n * n.roll(1, 2)).sum(1).flatten(1).argsort(dim=1)
+        g = y.flatten(2).gather(2, idx[:, None].expand(-1, y.shape[1], -1))
+        return g.view_as(y) - y
+
+
+class _TwoKnn(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.knn1 = nn.Conv2d(3, 8, 1), _Knn()
+        self.conv2, self.knn2 = nn.Conv2d(8, 8, 1), _Knn()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.knn1(self.conv1(x))
+        y = self.knn2(self.conv2(y))  # a refusal of its own, after a conv
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_refusal_names_its_causes_not_what_follows_from_them():
+    """The ops computed from a refused op's output (including through the
+    integer indices it selects) are not checked again: the refusal lists the
+    cause in each block, and the block after a conv is still checked."""
+    torch.manual_seed(0)
+    with pytest.raises(UnsupportedModuleError) as err:
+        inverse_reparameterize(_TwoKnn(), 2,
+                               example_inputs=torch.randn(2, 3, 6, 6))
+    assert err.value.modules == [
+        ('knn1', 'op', 'normalize() over the widened channels'),
+        ('knn2', 'op', 'normalize() over the widened channels')]
