@@ -38,9 +38,9 @@ def copy_structure(module: nn.Module, buffers: bool = True) -> nn.Module:
 #: values shared by a copy (immutable)
 _ATOMIC = (type(None), bool, int, float, complex, str, bytes, torch.dtype,
            torch.device, type, types.FunctionType, types.BuiltinFunctionType)
-#: what nn.Module's copy protocol is (a class that changes it is deep-copied)
-_PROTOCOL = ('__deepcopy__', '__reduce_ex__', '__reduce__', '__getstate__',
-             '__setstate__', '__copy__')
+#: how deepcopy reduces an nn.Module (a class that changes it is deep-copied;
+#: its own ``__getstate__`` / ``__setstate__`` are called as deepcopy would)
+_PROTOCOL = ('__deepcopy__', '__reduce_ex__', '__reduce__')
 _PLAIN = {}
 
 
@@ -74,10 +74,13 @@ def _copy_module(m: nn.Module, memo: dict) -> nn.Module:
     cls = type(m)
     if not _plain(cls):
         return copy.deepcopy(m, memo)
+    state = m.__getstate__()
+    if type(state) is not dict:
+        return copy.deepcopy(m, memo)
     new = cls.__new__(cls)
     memo[id(m)] = new
-    state = {}
-    for k, v in m.__getstate__().items():
+    copied = {}
+    for k, v in state.items():
         if k == '_modules':
             v = {n: None if c is None else _copy_module(c, memo)
                  for n, c in v.items()}
@@ -91,8 +94,8 @@ def _copy_module(m: nn.Module, memo: dict) -> nn.Module:
             v = type(v)()
         else:
             v = copy.deepcopy(v, memo)
-        state[k] = v
-    new.__setstate__(state)
+        copied[k] = v
+    new.__setstate__(copied)
     return new
 
 

@@ -34,6 +34,13 @@ from .replica import teacher_width
 __all__ = ['Layout', 'hidden', 'fixed']
 
 
+def _as(t: torch.Tensor, dtype) -> torch.Tensor:
+    """``t`` detached, on the CPU, of ``dtype`` (itself when it is)."""
+    if t.dtype == dtype and t.device.type == 'cpu' and not t.requires_grad:
+        return t
+    return t.detach().to('cpu', dtype)
+
+
 @dataclass(eq=False)
 class Layout:
     """The layout of one channel space (see the module docstring).
@@ -48,13 +55,17 @@ class Layout:
     width: int
 
     def __post_init__(self):
-        self.index = self.index.detach().to('cpu', torch.long)
-        self.factor = self.factor.detach().to('cpu', torch.float64)
+        # (layouts are made by the thousand while IR plans: no conversion
+        # when there is nothing to convert, one reduction for the range)
+        self.index = _as(self.index, torch.long)
+        self.factor = _as(self.factor, torch.float64)
         if self.index.dim() != 1 or self.index.shape != self.factor.shape:
             raise ValueError('a layout needs 1-D index and factor of one size')
-        if len(self.index) and (self.index.min() < 0 or
-                                self.index.max() >= self.width):
-            raise ValueError(f'layout index out of range for width {self.width}')
+        if self.index.numel():
+            lo, hi = torch.aminmax(self.index)
+            if int(lo) < 0 or int(hi) >= self.width:
+                raise ValueError('layout index out of range for width '
+                                 f'{self.width}')
 
     # ------------------------------------------------------------ properties
     @property

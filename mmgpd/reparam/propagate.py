@@ -199,12 +199,15 @@ class _Origins:
         self.sources: List[frozenset] = []
         self.fresh: Dict[int, torch.Tensor] = {}
         self.next = 0
+        self._bases: Optional[torch.Tensor] = None  # self.bases as a tensor
+        self.first: Dict[tuple, int] = {}  # key -> its first origin
 
     def new(self, shape, key, sources=frozenset(), dim=None) -> torch.Tensor:
         n = math.prod(shape)
         base = self.next
         self.next += max(n, 1)
         self.bases.append(base)
+        self.first.setdefault(key, len(self.keys))
         self.keys.append(key)
         self.shapes.append(tuple(shape))
         self.dims.append(dim)
@@ -226,8 +229,10 @@ class _Origins:
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Origin number of every id (ids >= 0)."""
-        bases = torch.tensor(self.bases, dtype=torch.float64)
-        return torch.searchsorted(bases, ids.reshape(-1), right=True) - 1
+        if self._bases is None or len(self._bases) != len(self.bases):
+            # (origins only grow: converted again when one was added)
+            self._bases = torch.tensor(self.bases, dtype=torch.float64)
+        return torch.searchsorted(self._bases, ids.reshape(-1), right=True) - 1
 
     def origins_of(self, ids: torch.Tensor) -> Set[int]:
         one = self.single(ids)  # the usual case, without sorting the ids
@@ -717,12 +722,13 @@ class _TeacherRun(_Recorder):
                  _factor_tensor(layout, d, t.dim(), t.shape))
 
     def student_param_ids(self, name, t):
-        for i, key in enumerate(self.origins.keys):
-            if key == ('param', name):
-                shape = self.origins.shapes[i]
-                return (torch.arange(math.prod(shape), dtype=torch.float64) +
-                        self.origins.bases[i]).reshape(shape)
-        raise PlanningError(f'parameter {name} was not used by the student run')
+        i = self.origins.first.get(('param', name))
+        if i is None:
+            raise PlanningError(f'parameter {name} was not used by the student '
+                                'run')
+        shape = self.origins.shapes[i]
+        return (torch.arange(math.prod(shape), dtype=torch.float64) +
+                self.origins.bases[i]).reshape(shape)
 
     # ---------------------------------------------------------------- layouts
     def layout_of(self, t: torch.Tensor, s_ids: torch.Tensor, dim=None):

@@ -417,8 +417,10 @@ class Builder:
         self.widened.append(path)
 
     def free_param(self, name, d, lay: Layout):
-        p = self.student.get_parameter(name) if name in dict(
-            self.student.named_parameters()) else self.student.get_buffer(name)
+        try:
+            p = self.student.get_parameter(name)
+        except AttributeError:  # not a parameter: a buffer
+            p = self.student.get_buffer(name)
         pmap = ParamMap({d: dimmap(lay)}, p.shape)
         owner_path, _, pname = name.rpartition('.')
         owner = self.teacher.get_submodule(owner_path) if owner_path \
