@@ -212,7 +212,7 @@ class _Origins:
         self.shapes.append(tuple(shape))
         self.dims.append(dim)
         self.sources.append(frozenset(sources))
-        ids = (torch.arange(n, dtype=torch.float64) + base).reshape(shape)
+        ids = torch.arange(base, base + n, dtype=torch.float64).reshape(shape)
         self.fresh[id(ids)] = ids
         return ids
 
@@ -258,11 +258,13 @@ class _Origins:
         gcd of the cut positions, the whole width when nothing is cut."""
         shape = self.shapes[o]
         width = shape[dim]
-        # the coordinate along ``dim`` of each id (row-major origin)
-        coords = torch.div(ids - self.bases[o], math.prod(shape[dim + 1:]),
-                           rounding_mode='floor').long().remainder_(width)
-        sel = torch.zeros(width, dtype=torch.bool)
-        sel[coords] = True
+        # the coordinate along ``dim`` of each id (row-major origin), in
+        # int64 in place (ids are exact integers in float64)
+        coords = ids.reshape(-1).long().sub_(self.bases[o])
+        inner = math.prod(shape[dim + 1:])
+        if inner > 1:
+            coords = coords.div_(inner, rounding_mode='floor')
+        sel = torch.bincount(coords.remainder_(width), minlength=width) > 0
         block = width
         for e in (sel[1:] != sel[:-1]).nonzero()[:, 0].tolist():
             block = math.gcd(block, e + 1)
@@ -727,8 +729,9 @@ class _TeacherRun(_Recorder):
             raise PlanningError(f'parameter {name} was not used by the student '
                                 'run')
         shape = self.origins.shapes[i]
-        return (torch.arange(math.prod(shape), dtype=torch.float64) +
-                self.origins.bases[i]).reshape(shape)
+        base = self.origins.bases[i]
+        return torch.arange(base, base + math.prod(shape),
+                            dtype=torch.float64).reshape(shape)
 
     # ---------------------------------------------------------------- layouts
     def layout_of(self, t: torch.Tensor, s_ids: torch.Tensor, dim=None):

@@ -26,10 +26,13 @@ class _Signature(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        leaves, _ = tree_flatten(out)
-        name = getattr(func, '__name__', None) or repr(func)
-        self.ops.append((name, tuple(t.dim() for t in leaves
-                                     if isinstance(t, torch.Tensor))))
+        if isinstance(out, torch.Tensor):  # the usual case, without pytree
+            ranks = (out.dim(), )
+        else:
+            leaves, _ = tree_flatten(out)
+            ranks = tuple(t.dim() for t in leaves
+                          if isinstance(t, torch.Tensor))
+        self.ops.append((getattr(func, '__name__', None) or repr(func), ranks))
         return out
 
 
