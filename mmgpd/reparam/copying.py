@@ -41,7 +41,7 @@ _ATOMIC = (type(None), bool, int, float, complex, str, bytes, torch.dtype,
 #: how deepcopy reduces an nn.Module (a class that changes it is deep-copied;
 #: its own ``__getstate__`` / ``__setstate__`` are called as deepcopy would)
 _PROTOCOL = ('__deepcopy__', '__reduce_ex__', '__reduce__')
-_PLAIN = {}
+_PLAIN = {}  # class -> whether _plain(class), computed once
 
 
 def _immutable(v) -> bool:

@@ -6,11 +6,12 @@ breaks that symmetry (``inverse_reparameterize(noise=...)``).
 
 Cost: drawing the N(0, 1) values dominates (one per replicated weight past
 the first replica: tens of millions for a ResNet-50 at ratio 2; ~3.7 ns each
-in ``normal_`` on one core, against ~0.5 ns to add them).  IR's planning and
-building are Python-bound and leave the other cores idle, so the values are
-drawn *ahead*, on a background thread started when IR starts
-(:class:`NoiseStream`), and only added once T_d is built (:func:`add_noise`,
-a thread pool of ``torch.get_num_threads()`` workers).
+in ``normal_`` on one core, against ~0.5 ns to add them).  IR's layout
+planning is Python-bound and leaves the other cores idle, so the values are
+drawn *ahead*, on a background thread while IR plans
+(:meth:`NoiseStream.drawing_ahead`), and only added once T_d is built
+(:func:`add_noise`, a thread pool of ``torch.get_num_threads()`` workers,
+which also draw what was not drawn ahead).
 
 Determinism: the values depend on the generator only, never on the thread
 count, the scheduling or which thread drew a value: the stream is cut into
