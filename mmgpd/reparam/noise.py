@@ -174,27 +174,26 @@ def add_noise(teacher, noisy, std, stream: NoiseStream, mode):
         in_dim = in_dim if mode == 'zero_sum' else None
         n = _cyclic_replicas(p, in_dim) if in_dim is not None else None
         count = p.numel() // n * (n - 1) if n else p.numel()
-        key = len(tasks)
         if offset + count <= len(stream):  # a slice of the drawn-ahead values
-            key, offset = offset, offset + count
+            start, offset = offset, offset + count
         else:  # past them: a stream of its own
-            key = -1 - key
-        tasks.append((p, in_dim, n, count, key))
+            start = None
+        tasks.append((p, in_dim, n, count, start, stream.seed(len(tasks))))
     torch.randint(0, 2**62, (1,), generator=stream.generator)  # see base
     if not tasks:
         return
     scratch = {}  # per thread: a float32 buffer for the tensors' own streams
 
     def fill(task):
-        p, in_dim, n, count, key = task
-        if key >= 0:
-            draws = stream.take(key, count)
+        p, in_dim, n, count, start, seed = task
+        if start is not None:
+            draws = stream.take(start, count)
         else:  # (drawing into fresh memory costs as much again: page faults)
             buf = scratch.get(threading.get_ident())
             if buf is None or buf.numel() < count:
                 buf = scratch[threading.get_ident()] = torch.empty(count)
-            draws = buf[:count].normal_(generator=torch.Generator(
-            ).manual_seed(stream.seed(-1 - key)))
+            draws = buf[:count].normal_(
+                generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             if n:
                 _add_cyclic_zero_sum(p, n, std, draws)
